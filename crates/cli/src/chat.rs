@@ -1,0 +1,111 @@
+//! `tandem chat`: an interactive terminal chat that streams tokens.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use tandem_core::config::RemoteModelConfig;
+use tandem_core::{ChatEvent, ChatModel, ChatRequest, Message, SamplingParams};
+use tandem_remote::RemoteModel;
+
+use crate::build::{build_model, load_config};
+
+pub struct Options {
+    pub model: String,
+    pub config: Option<PathBuf>,
+    pub url: Option<String>,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    pub system: Option<String>,
+}
+
+pub fn run(options: Options) -> anyhow::Result<()> {
+    let model: Arc<dyn ChatModel> = match &options.url {
+        Some(url) => Arc::new(RemoteModel::with_key(
+            &options.model,
+            &RemoteModelConfig {
+                base_url: url.clone(),
+                api_key_env: None,
+                model: options.model.clone(),
+                timeout_secs: 600,
+                max_retries: 2,
+                context: None,
+            },
+            std::env::var("TANDEM_API_KEY").ok(),
+        )?),
+        None => build_model(&load_config(options.config.as_ref())?, &options.model)?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(chat_loop(model, options))
+}
+
+async fn chat_loop(model: Arc<dyn ChatModel>, options: Options) -> anyhow::Result<()> {
+    let mut history: Vec<Message> = options.system.iter().map(Message::system).collect();
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut out = std::io::stdout();
+    eprintln!(
+        "Chatting with '{}' ({}). Empty line or Ctrl-D to quit, /reset to forget the conversation.",
+        options.model,
+        model.info().id
+    );
+    loop {
+        eprint!("> ");
+        let _ = std::io::stderr().flush();
+        let Some(line) = lines.next() else { break };
+        let line = line.context("reading stdin")?;
+        let line = line.trim();
+        if line.is_empty() {
+            break;
+        }
+        if line == "/reset" {
+            history.retain(|m| m.role == tandem_core::Role::System);
+            continue;
+        }
+        history.push(Message::user(line));
+        let request = ChatRequest {
+            model: options.model.clone(),
+            messages: history.clone(),
+            params: SamplingParams {
+                temperature: Some(options.temperature),
+                max_tokens: Some(options.max_tokens),
+                ..SamplingParams::default()
+            },
+        };
+        let mut stream = model.stream(request);
+        let mut answer = String::new();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(ChatEvent::Delta { text, .. }) => {
+                    answer.push_str(&text);
+                    write!(out, "{text}")?;
+                    out.flush()?;
+                }
+                Ok(ChatEvent::Done {
+                    usage,
+                    finish_reason,
+                }) => {
+                    writeln!(out)?;
+                    eprintln!(
+                        "[{} prompt + {} completion tokens, {}]",
+                        usage.prompt_tokens,
+                        usage.completion_tokens,
+                        finish_reason.as_str()
+                    );
+                }
+                Err(e) => {
+                    writeln!(out)?;
+                    eprintln!("error: {e}");
+                    break;
+                }
+            }
+        }
+        history.push(Message::assistant(answer));
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! The `tandem` command. Wiring only: parse arguments, load config, build, run.
+
+mod bench_engine;
+mod build;
+mod chat;
+mod models_cmd;
+mod output;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = "A small local model and a large model, working as one."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the OpenAI-compatible gateway (pulls missing models first).
+    Serve {
+        /// TOML config; without it the embedded defaults are used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides server.listen).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Chat in the terminal with a configured model, or with a running gateway (--url).
+    Chat {
+        /// Model name: small, large, or any configured name.
+        #[arg(long, default_value = "small")]
+        model: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.
+        #[arg(long)]
+        url: Option<String>,
+        /// Sampling temperature.
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f32,
+        #[arg(long, default_value_t = 1024)]
+        max_tokens: u32,
+        /// System prompt.
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Fetch and list model files.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Measure performance.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Fetch models into the cache ($TANDEM_HOME); with no id, the default small and large.
+    Pull {
+        ids: Vec<String>,
+        /// Every catalog model.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show the catalog and what is in the cache.
+    List,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Prompt and decode speed, time to first token, batch cost, memory of one local model.
+    Engine(bench_engine::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, listen } => serve::run(config, listen),
+        Command::Chat {
+            model,
+            config,
+            url,
+            temperature,
+            max_tokens,
+            system,
+        } => chat::run(chat::Options {
+            model,
+            config,
+            url,
+            temperature,
+            max_tokens,
+            system,
+        }),
+        Command::Models { command } => match command {
+            ModelsCommand::Pull { ids, all } => models_cmd::pull(ids, all),
+            ModelsCommand::List => models_cmd::list(),
+        },
+        Command::Bench { command } => match command {
+            BenchCommand::Engine(args) => bench_engine::run(args),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    // llama.cpp's own log lines arrive through tracing; keep them to warnings unless asked.
+    let filter = EnvFilter::try_from_env("TANDEM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,llama_cpp_2=warn,llama-cpp-2=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,169 @@
+//! Chat request and response types as the core speaks them (wire formats live at the edges).
+
+use serde::{Deserialize, Serialize};
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new(Role::User, content)
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, content)
+    }
+}
+
+/// How to pick tokens. `None` fields take the model's defaults (OpenAI semantics: temperature 1,
+/// top_p 1, no top_k). `temperature == 0` means greedy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<u32>,
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+    /// Return the log probability of each generated token.
+    pub logprobs: bool,
+    /// How many alternatives per position (0–20) to return with `logprobs`.
+    pub top_logprobs: u8,
+}
+
+impl SamplingParams {
+    /// Greedy decoding with a token budget: the deterministic setting tests and evals use.
+    pub fn greedy(max_tokens: u32) -> Self {
+        Self {
+            max_tokens: Some(max_tokens),
+            temperature: Some(0.0),
+            ..Self::default()
+        }
+    }
+}
+
+/// A validated chat request addressed to one model by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub params: SamplingParams,
+}
+
+impl ChatRequest {
+    pub fn new(model: impl Into<String>, messages: Vec<Message>) -> Self {
+        Self {
+            model: model.into(),
+            messages,
+            params: SamplingParams::default(),
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// End-of-turn token or a stop sequence.
+    Stop,
+    /// `max_tokens` or the context window was reached.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// Token counts of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+impl Usage {
+    pub fn total_tokens(&self) -> u32 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// One alternative at a position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// Log probability of one generated token, with the most likely alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// One step of a streamed answer. A stream is zero or more `Delta`s followed by one `Done`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatEvent {
+    /// New text (always whole UTF-8 characters) and the logprobs of the tokens that produced it.
+    Delta {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    Done {
+        finish_reason: FinishReason,
+        usage: Usage,
+    },
+}
+
+/// A whole answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatResponse {
+    /// Name of the model that answered.
+    pub model: String,
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    /// Present when the request asked for logprobs.
+    pub logprobs: Option<Vec<TokenLogprob>>,
+}

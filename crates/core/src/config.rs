@@ -1,0 +1,434 @@
+//! The TOML configuration: listen address, limits and the named models. Parsed once at start;
+//! every error names the key at fault.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Catalog ids of the embedded defaults (see `tandem models list`).
+pub const DEFAULT_SMALL: &str = "qwen2.5-coder-0.5b-instruct";
+pub const DEFAULT_LARGE: &str = "qwen2.5-coder-1.5b-instruct";
+/// Remote model used for `large` when only `OPENAI_API_KEY` is set.
+pub const DEFAULT_REMOTE_MODEL: &str = "gpt-4o-mini";
+pub const DEFAULT_REMOTE_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Models by the name clients use. `small` and `large` always exist after [`Config::resolve`].
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+/// Gateway settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Requests allowed to wait per local model before new ones get 429.
+    pub max_queue: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_queue: 64,
+        }
+    }
+}
+
+/// One model: a GGUF run in-process, or an OpenAI-compatible endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ModelConfig {
+    Local(LocalModelConfig),
+    Remote(RemoteModelConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalModelConfig {
+    /// A catalog id (`tandem models list`), a path to a `.gguf` file, or `hf:OWNER/REPO/FILE.gguf`.
+    pub source: String,
+    /// Context window per sequence, in tokens.
+    #[serde(default = "default_context")]
+    pub context: u32,
+    /// CPU threads; default: every available core.
+    #[serde(default)]
+    pub threads: Option<u32>,
+    /// Requests decoded together (continuous batching slots).
+    #[serde(default = "default_parallel")]
+    pub parallel: u32,
+}
+
+fn default_context() -> u32 {
+    4096
+}
+fn default_parallel() -> u32 {
+    2
+}
+
+impl LocalModelConfig {
+    pub fn from_source(source: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            context: default_context(),
+            threads: None,
+            parallel: default_parallel(),
+        }
+    }
+
+    pub fn parsed_source(&self) -> ModelSource {
+        ModelSource::parse(&self.source)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteModelConfig {
+    /// Base URL of an OpenAI-compatible API, up to and including `/v1`.
+    pub base_url: String,
+    /// Name of the environment variable that holds the API key (never the key itself).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Model name sent upstream.
+    pub model: String,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Context window, when known (lets Tandem reject oversize requests early).
+    #[serde(default)]
+    pub context: Option<u32>,
+}
+
+fn default_timeout_secs() -> u64 {
+    120
+}
+fn default_max_retries() -> u32 {
+    3
+}
+
+/// Where a local model's weights come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// An entry of the built-in catalog.
+    Catalog(String),
+    /// A GGUF file on disk.
+    Path(PathBuf),
+    /// A file in a Hugging Face repository.
+    HuggingFace { repo: String, file: String },
+}
+
+impl ModelSource {
+    pub fn parse(source: &str) -> Self {
+        if let Some(rest) = source.strip_prefix("hf:") {
+            // owner/repo/file...: the repo is the first two segments.
+            let mut parts = rest.splitn(3, '/');
+            let (owner, repo, file) = (parts.next(), parts.next(), parts.next());
+            if let (Some(owner), Some(repo), Some(file)) = (owner, repo, file) {
+                return ModelSource::HuggingFace {
+                    repo: format!("{owner}/{repo}"),
+                    file: file.to_string(),
+                };
+            }
+        }
+        if source.contains('/') || source.ends_with(".gguf") {
+            ModelSource::Path(PathBuf::from(source))
+        } else {
+            ModelSource::Catalog(source.to_string())
+        }
+    }
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSource::Catalog(id) => write!(f, "{id}"),
+            ModelSource::Path(p) => write!(f, "{}", p.display()),
+            ModelSource::HuggingFace { repo, file } => write!(f, "hf:{repo}/{file}"),
+        }
+    }
+}
+
+/// A configuration problem, naming the file and key at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{key}: {message}", origin.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+pub struct ConfigError {
+    pub origin: Option<PathBuf>,
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            origin: None,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parse TOML text; unknown keys and wrong types are errors.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let span = e
+                .span()
+                .map(|s| line_of(text, s.start))
+                .map(|line| format!("line {line}"))
+                .unwrap_or_else(|| "config".into());
+            ConfigError::new(span, e.message().to_string())
+        })
+    }
+
+    /// Read, parse, fill defaults and validate a config file.
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let with_origin = |mut e: ConfigError| {
+            e.origin = Some(path.to_path_buf());
+            e
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| with_origin(ConfigError::new("file", e.to_string())))?;
+        Self::from_toml(&text)
+            .map_err(with_origin)?
+            .resolve(env)
+            .map_err(with_origin)
+    }
+
+    /// The embedded defaults (no file): local 0.5B as `small`; `large` is the local 1.5B, or remote
+    /// when `OPENAI_API_KEY` / `OPENAI_BASE_URL` is set.
+    pub fn embedded(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::default().resolve(env)
+    }
+
+    /// Fill in `small` / `large` when absent, then validate every key.
+    pub fn resolve(mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        self.models
+            .entry("small".into())
+            .or_insert_with(|| ModelConfig::Local(LocalModelConfig::from_source(DEFAULT_SMALL)));
+        if !self.models.contains_key("large") {
+            self.models.insert("large".into(), default_large(env));
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.server.listen.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::new(
+                "server.listen",
+                format!("{e} (expected HOST:PORT, e.g. 127.0.0.1:8080)"),
+            )
+        })?;
+        if self.server.max_body_bytes < 1024 {
+            return Err(ConfigError::new(
+                "server.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.server.max_queue == 0 {
+            return Err(ConfigError::new("server.max_queue", "must be at least 1"));
+        }
+        for (name, model) in &self.models {
+            let key = |field: &str| format!("models.{name}.{field}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+            {
+                return Err(ConfigError::new(
+                    format!("models.{name}"),
+                    "model names use letters, digits and - _ . : / only",
+                ));
+            }
+            match model {
+                ModelConfig::Local(local) => {
+                    if local.source.trim().is_empty() {
+                        return Err(ConfigError::new(key("source"), "must not be empty"));
+                    }
+                    if local.context < 128 {
+                        return Err(ConfigError::new(
+                            key("context"),
+                            "must be at least 128 tokens",
+                        ));
+                    }
+                    if local.threads == Some(0) {
+                        return Err(ConfigError::new(key("threads"), "must be at least 1"));
+                    }
+                    if !(1..=64).contains(&local.parallel) {
+                        return Err(ConfigError::new(
+                            key("parallel"),
+                            "must be between 1 and 64",
+                        ));
+                    }
+                }
+                ModelConfig::Remote(remote) => {
+                    if !(remote.base_url.starts_with("http://")
+                        || remote.base_url.starts_with("https://"))
+                    {
+                        return Err(ConfigError::new(
+                            key("base_url"),
+                            "must start with http:// or https://",
+                        ));
+                    }
+                    if remote.model.trim().is_empty() {
+                        return Err(ConfigError::new(key("model"), "must not be empty"));
+                    }
+                    if remote.timeout_secs == 0 {
+                        return Err(ConfigError::new(key("timeout_secs"), "must be at least 1"));
+                    }
+                    if remote.max_retries > 10 {
+                        return Err(ConfigError::new(key("max_retries"), "must be at most 10"));
+                    }
+                    if let Some(var) = &remote.api_key_env {
+                        if var.is_empty() || var.contains('=') {
+                            return Err(ConfigError::new(
+                                key("api_key_env"),
+                                "must be the NAME of an environment variable, not a key",
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|e| ConfigError::new("server.listen", format!("{e}")))
+    }
+}
+
+fn default_large(env: &dyn Fn(&str) -> Option<String>) -> ModelConfig {
+    let key = env("OPENAI_API_KEY").filter(|k| !k.is_empty());
+    let base = env("OPENAI_BASE_URL").filter(|u| !u.is_empty());
+    if key.is_none() && base.is_none() {
+        return ModelConfig::Local(LocalModelConfig::from_source(DEFAULT_LARGE));
+    }
+    ModelConfig::Remote(RemoteModelConfig {
+        base_url: base.unwrap_or_else(|| DEFAULT_REMOTE_BASE_URL.into()),
+        api_key_env: key.map(|_| "OPENAI_API_KEY".into()),
+        model: env("TANDEM_LARGE_MODEL").unwrap_or_else(|| DEFAULT_REMOTE_MODEL.into()),
+        timeout_secs: default_timeout_secs(),
+        max_retries: default_max_retries(),
+        context: None,
+    })
+}
+
+fn line_of(text: &str, byte: usize) -> usize {
+    text.get(..byte).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn embedded_defaults_are_two_local_models() {
+        let config = Config::embedded(&no_env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.models.get("small"),
+            Some(&ModelConfig::Local(LocalModelConfig::from_source(
+                DEFAULT_SMALL
+            )))
+        );
+        assert!(
+            matches!(config.models.get("large"), Some(ModelConfig::Local(l)) if l.source == DEFAULT_LARGE)
+        );
+    }
+
+    #[test]
+    fn openai_key_makes_large_remote() {
+        let env = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk-test".to_string());
+        let config = Config::embedded(&env).unwrap_or_else(|e| panic!("{e}"));
+        match config.models.get("large") {
+            Some(ModelConfig::Remote(r)) => {
+                assert_eq!(r.base_url, DEFAULT_REMOTE_BASE_URL);
+                assert_eq!(r.api_key_env.as_deref(), Some("OPENAI_API_KEY"));
+            }
+            other => panic!("large should be remote, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nmax_bodybytes = 3\n")
+            .err()
+            .unwrap_or_else(|| panic!("must fail"));
+        assert!(err.message.contains("max_bodybytes"), "{err}");
+        assert_eq!(err.key, "line 3");
+    }
+
+    #[test]
+    fn bad_value_names_its_key() {
+        let text =
+            "[models.large]\ntype = \"remote\"\nbase_url = \"api.example.com\"\nmodel = \"m\"\n";
+        let err = Config::from_toml(text)
+            .and_then(|c| c.resolve(&no_env))
+            .err()
+            .unwrap_or_else(|| panic!("must fail"));
+        assert_eq!(err.key, "models.large.base_url");
+        assert!(err.to_string().contains("http://"));
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = r#"
+            [server]
+            listen = "0.0.0.0:9000"
+            max_body_bytes = 100000
+            [models.small]
+            type = "local"
+            source = "/models/x.gguf"
+            threads = 2
+            [models.gpt]
+            type = "remote"
+            base_url = "http://127.0.0.1:8000/v1"
+            api_key_env = "MY_KEY"
+            model = "gpt-4o"
+        "#;
+        let config = Config::from_toml(text)
+            .and_then(|c| c.resolve(&no_env))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.models.len(), 3);
+        assert_eq!(config.listen_addr().map(|a| a.port()), Ok(9000));
+    }
+
+    #[test]
+    fn sources_parse() {
+        assert_eq!(
+            ModelSource::parse("smollm2-135m-instruct"),
+            ModelSource::Catalog("smollm2-135m-instruct".into())
+        );
+        assert_eq!(
+            ModelSource::parse("./a.gguf"),
+            ModelSource::Path("./a.gguf".into())
+        );
+        assert_eq!(
+            ModelSource::parse("hf:Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF/q.gguf"),
+            ModelSource::HuggingFace {
+                repo: "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF".into(),
+                file: "q.gguf".into()
+            }
+        );
+    }
+}

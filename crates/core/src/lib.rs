@@ -1,0 +1,14 @@
+//! Tandem's shared vocabulary: chat request/response types, the [`ChatModel`] trait every model
+//! and strategy implements, the configuration file, and the error type. No HTTP, no inference.
+
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod model;
+
+pub use chat::{
+    ChatEvent, ChatRequest, ChatResponse, FinishReason, Message, Role, SamplingParams,
+    TokenLogprob, TopLogprob, Usage,
+};
+pub use error::ModelError;
+pub use model::{collect_response, ChatModel, EventStream, ModelInfo};

@@ -1,0 +1,140 @@
+//! [`LocalModel`]: a GGUF model served through the continuous-batching scheduler, as a
+//! [`ChatModel`].
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tandem_core::{ChatModel, ChatRequest, EventStream, ModelError, ModelInfo};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::context::{Context, ContextOptions};
+use crate::sampler::TokenId;
+use crate::scheduler::{Job, Scheduler};
+use crate::{template, EngineError, GgufModel};
+
+/// How to serve a local model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalModelOptions {
+    /// Context window per request, in tokens (capped by the model's training context).
+    pub context: u32,
+    pub threads: u32,
+    /// Requests decoded together.
+    pub parallel: u32,
+    /// Requests allowed to wait for a slot.
+    pub max_queue: usize,
+}
+
+impl Default for LocalModelOptions {
+    fn default() -> Self {
+        Self {
+            context: 4096,
+            threads: crate::default_threads(),
+            parallel: 2,
+            max_queue: 64,
+        }
+    }
+}
+
+/// A local model ready to chat.
+pub struct LocalModel {
+    gguf: Arc<GgufModel>,
+    context: u32,
+    scheduler: Scheduler,
+}
+
+impl LocalModel {
+    pub fn load(path: &Path, options: &LocalModelOptions) -> Result<Self, EngineError> {
+        let gguf = GgufModel::load(path)?;
+        let context = options.context.min(gguf.n_ctx_train().max(128));
+        let parallel = options.parallel.max(1);
+        let ctx = Context::new(
+            gguf.clone(),
+            ContextOptions {
+                n_ctx: context * parallel,
+                n_seq: parallel,
+                threads: options.threads,
+                ..ContextOptions::default()
+            },
+        )?;
+        let scheduler = Scheduler::start(ctx, options.max_queue.max(1), &gguf.id())?;
+        Ok(Self {
+            gguf,
+            context,
+            scheduler,
+        })
+    }
+
+    pub fn gguf(&self) -> &Arc<GgufModel> {
+        &self.gguf
+    }
+
+    /// Context window per request.
+    pub fn context(&self) -> u32 {
+        self.context
+    }
+
+    /// Requests waiting for a free slot.
+    pub fn queue_depth(&self) -> usize {
+        self.scheduler.waiting()
+    }
+
+    /// The prompt tokens a conversation renders to.
+    pub fn prompt_tokens(&self, request: &ChatRequest) -> Result<Vec<TokenId>, ModelError> {
+        if request.messages.is_empty() {
+            return Err(ModelError::InvalidRequest(
+                "messages must not be empty".into(),
+            ));
+        }
+        let prompt = template::render(&self.gguf, &request.messages)?;
+        // The rendered template contains control tokens as text (e.g. <|im_start|>).
+        Ok(self.gguf.tokenize(&prompt, self.gguf.adds_bos(), true))
+    }
+
+    fn submit(&self, request: ChatRequest) -> Result<EventStream, ModelError> {
+        let prompt = self.prompt_tokens(&request)?;
+        let prompt_len = prompt.len() as u32;
+        let room = self.context.saturating_sub(prompt_len);
+        let max_new = request.params.max_tokens.unwrap_or(room);
+        if room == 0 || max_new > room {
+            return Err(ModelError::ContextOverflow {
+                limit: self.context,
+                requested: prompt_len + max_new.max(1),
+                prompt: prompt_len,
+                completion: max_new.max(1),
+            });
+        }
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        self.scheduler.submit(
+            Job {
+                prompt,
+                params: request.params,
+                max_new_tokens: max_new.max(1),
+                seed,
+                events,
+            },
+            &self.gguf.id(),
+        )?;
+        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+    }
+}
+
+impl ChatModel for LocalModel {
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            id: self.gguf.id(),
+            context_length: Some(self.context),
+            owned_by: "local".into(),
+        }
+    }
+
+    fn stream(&self, request: ChatRequest) -> EventStream {
+        match self.submit(request) {
+            Ok(stream) => stream,
+            Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
+        }
+    }
+}

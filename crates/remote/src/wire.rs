@@ -1,0 +1,336 @@
+//! The OpenAI chat-completions JSON as it travels over the wire, and its mapping to core types.
+//!
+//! Responses are parsed leniently (unknown fields ignored, most fields optional) because
+//! "OpenAI-compatible" servers (vLLM, llama.cpp, Ollama, proxies) differ in what they fill in.
+
+use serde::{Deserialize, Serialize};
+use tandem_core::{ChatRequest, FinishReason, TokenLogprob, TopLogprob, Usage};
+
+/// Request body of `POST /chat/completions`.
+#[derive(Debug, Serialize)]
+pub struct WireRequest<'a> {
+    pub model: &'a str,
+    pub messages: Vec<WireMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Not part of OpenAI's API; vLLM and llama.cpp accept it, so it is sent only when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u8>,
+    pub stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WireMessage<'a> {
+    pub role: &'static str,
+    pub content: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamOptions {
+    pub include_usage: bool,
+}
+
+impl<'a> WireRequest<'a> {
+    /// Build the body for `upstream_model` (the provider's name, not Tandem's).
+    pub fn new(upstream_model: &'a str, request: &'a ChatRequest, stream: bool) -> Self {
+        let p = &request.params;
+        Self {
+            model: upstream_model,
+            messages: request
+                .messages
+                .iter()
+                .map(|m| WireMessage {
+                    role: m.role.as_str(),
+                    content: &m.content,
+                })
+                .collect(),
+            max_tokens: p.max_tokens,
+            temperature: p.temperature,
+            top_p: p.top_p,
+            top_k: p.top_k,
+            seed: p.seed,
+            stop: &p.stop,
+            logprobs: p.logprobs.then_some(true),
+            // Some servers reject `top_logprobs` without `logprobs`, or reject 0.
+            top_logprobs: (p.logprobs && p.top_logprobs > 0).then_some(p.top_logprobs),
+            stream,
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
+        }
+    }
+}
+
+/// A non-streamed answer.
+#[derive(Debug, Deserialize)]
+pub struct Completion {
+    #[serde(default)]
+    pub choices: Vec<CompletionChoice>,
+    #[serde(default)]
+    pub usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionChoice {
+    #[serde(default)]
+    pub message: Option<WireContent>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    #[serde(default)]
+    pub logprobs: Option<WireLogprobs>,
+}
+
+/// One `data:` payload of a streamed answer.
+#[derive(Debug, Deserialize)]
+pub struct Chunk {
+    #[serde(default)]
+    pub choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    pub usage: Option<WireUsage>,
+    /// Some servers report failures mid-stream as `data: {"error": {...}}`.
+    #[serde(default)]
+    pub error: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChunkChoice {
+    #[serde(default)]
+    pub delta: Option<WireContent>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    #[serde(default)]
+    pub logprobs: Option<WireLogprobs>,
+}
+
+/// `message` of a completion or `delta` of a chunk; content is null in role-only/tool deltas.
+#[derive(Debug, Deserialize)]
+pub struct WireContent {
+    #[serde(default)]
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireUsage {
+    #[serde(default)]
+    pub prompt_tokens: u32,
+    #[serde(default)]
+    pub completion_tokens: u32,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Self {
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireLogprobs {
+    #[serde(default)]
+    pub content: Option<Vec<WireTokenLogprob>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireTokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    #[serde(default)]
+    pub bytes: Option<Vec<u8>>,
+    #[serde(default)]
+    pub top_logprobs: Vec<WireTopLogprob>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireTopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    #[serde(default)]
+    pub bytes: Option<Vec<u8>>,
+}
+
+impl WireLogprobs {
+    /// Core logprobs; when a server omits `bytes`, the token's UTF-8 stands in.
+    pub fn into_core(self) -> Vec<TokenLogprob> {
+        self.content
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| TokenLogprob {
+                bytes: t.bytes.unwrap_or_else(|| t.token.as_bytes().to_vec()),
+                token: t.token,
+                logprob: t.logprob,
+                top_logprobs: t
+                    .top_logprobs
+                    .into_iter()
+                    .map(|a| TopLogprob {
+                        bytes: a.bytes.unwrap_or_else(|| a.token.as_bytes().to_vec()),
+                        token: a.token,
+                        logprob: a.logprob,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// "length" means the token budget ran out; every other reason ("stop", "eos", "tool_calls",
+/// "content_filter", ...) ends the answer normally.
+pub fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "length" => FinishReason::Length,
+        _ => FinishReason::Stop,
+    }
+}
+
+/// Rough prompt size for servers that report no usage: ~4 characters per token.
+pub fn estimate_prompt_tokens(request: &ChatRequest) -> u32 {
+    let chars: usize = request
+        .messages
+        .iter()
+        .map(|m| m.content.chars().count())
+        .sum();
+    u32::try_from(chars / 4).unwrap_or(u32::MAX)
+}
+
+/// Longest error text passed on from an upstream body.
+const MAX_ERROR_CHARS: usize = 500;
+
+/// The message of an error body: `error.message` (or `error` as a string, or `message`) when it
+/// is JSON, else the body text itself, truncated.
+pub fn error_message(body: &str) -> String {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(body) {
+        if let Some(message) = error_value_message(&value) {
+            return truncate(&message);
+        }
+    }
+    let text = body.trim();
+    if text.is_empty() {
+        "(empty response body)".into()
+    } else {
+        truncate(text)
+    }
+}
+
+/// The message inside a JSON error document or an `error` field's value.
+pub fn error_value_message(value: &serde_json::Value) -> Option<String> {
+    let error = value.get("error").unwrap_or(value);
+    if let Some(text) = error.as_str() {
+        return Some(text.to_string());
+    }
+    error
+        .get("message")
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+}
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_core::{Message, SamplingParams};
+
+    #[test]
+    fn request_sends_only_what_is_set() {
+        let request = ChatRequest::new("tandem-name", vec![Message::user("hi")]);
+        let json = serde_json::to_value(WireRequest::new("gpt-x", &request, false))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "model": "gpt-x",
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream": false
+            })
+        );
+    }
+
+    #[test]
+    fn request_carries_every_param() {
+        let mut request = ChatRequest::new("t", vec![Message::system("s"), Message::user("u")]);
+        request.params = SamplingParams {
+            max_tokens: Some(5),
+            temperature: Some(0.5),
+            top_p: Some(0.25),
+            top_k: Some(40),
+            seed: Some(7),
+            stop: vec!["\n".into()],
+            logprobs: true,
+            top_logprobs: 3,
+        };
+        let json = serde_json::to_value(WireRequest::new("m", &request, true))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "model": "m",
+                "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                "max_tokens": 5, "temperature": 0.5, "top_p": 0.25, "top_k": 40, "seed": 7,
+                "stop": ["\n"], "logprobs": true, "top_logprobs": 3,
+                "stream": true, "stream_options": {"include_usage": true}
+            })
+        );
+    }
+
+    #[test]
+    fn logprobs_without_bytes_use_the_token() {
+        let wire: WireLogprobs = serde_json::from_str(
+            r#"{"content":[{"token":"é","logprob":-0.5,"top_logprobs":[{"token":"a","logprob":-1.0,"bytes":[97]}]}]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let core = wire.into_core();
+        assert_eq!(core.len(), 1);
+        assert_eq!(core[0].bytes, "é".as_bytes());
+        assert_eq!(core[0].logprob, -0.5);
+        assert_eq!(core[0].top_logprobs[0].token, "a");
+        assert_eq!(core[0].top_logprobs[0].bytes, vec![97]);
+    }
+
+    #[test]
+    fn error_messages() {
+        assert_eq!(
+            error_message(r#"{"error":{"message":"bad model","type":"x"}}"#),
+            "bad model"
+        );
+        assert_eq!(error_message(r#"{"error":"plain"}"#), "plain");
+        assert_eq!(error_message("  oops \n"), "oops");
+        assert_eq!(error_message(""), "(empty response body)");
+        let long = "é".repeat(600);
+        let cut = error_message(&long);
+        assert_eq!(cut.chars().count(), MAX_ERROR_CHARS + 1);
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn finish_reasons() {
+        assert_eq!(finish_reason("length"), FinishReason::Length);
+        assert_eq!(finish_reason("stop"), FinishReason::Stop);
+        assert_eq!(finish_reason("tool_calls"), FinishReason::Stop);
+    }
+
+    #[test]
+    fn prompt_estimate_is_chars_over_four() {
+        let request = ChatRequest::new("t", vec![Message::system("abcd"), Message::user("ééééé")]);
+        assert_eq!(estimate_prompt_tokens(&request), 2);
+    }
+}

@@ -1,0 +1,231 @@
+//! Prometheus metrics, rendered in the text exposition format. Labels only ever hold configured
+//! model names and fixed outcome words, never request content.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histograms.
+const BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    requests: BTreeMap<(String, String), u64>,
+    errors: BTreeMap<(String, String), u64>,
+    tokens: BTreeMap<(String, &'static str), u64>,
+    latency: BTreeMap<String, Histogram>,
+    ttft: BTreeMap<String, Histogram>,
+    in_flight: i64,
+}
+
+/// The gateway's counters and histograms.
+#[derive(Debug)]
+pub struct Metrics {
+    known: Vec<String>,
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    pub fn new(models: impl Iterator<Item = String>) -> Self {
+        Self {
+            known: models.collect(),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// A model label: configured names pass, anything a client invented becomes "unknown".
+    fn label(&self, model: &str) -> String {
+        if self.known.iter().any(|k| k == model) {
+            model.to_string()
+        } else {
+            "unknown".to_string()
+        }
+    }
+
+    fn with<F: FnOnce(&mut Inner)>(&self, f: F) {
+        if let Ok(mut inner) = self.inner.lock() {
+            f(&mut inner);
+        }
+    }
+
+    pub fn started(&self) {
+        self.with(|i| i.in_flight += 1);
+    }
+
+    /// A request ended: `status` is the HTTP status class word ("ok" or an error label).
+    pub fn finished(&self, model: &str, status: &str, elapsed: Duration) {
+        let model = self.label(model);
+        self.with(|i| {
+            i.in_flight -= 1;
+            *i.requests
+                .entry((model.clone(), status.to_string()))
+                .or_default() += 1;
+            i.latency
+                .entry(model)
+                .or_default()
+                .observe(elapsed.as_secs_f64());
+        });
+    }
+
+    pub fn error(&self, model: &str, kind: &str) {
+        let model = self.label(model);
+        self.with(|i| *i.errors.entry((model, kind.to_string())).or_default() += 1);
+    }
+
+    pub fn first_token(&self, model: &str, elapsed: Duration) {
+        let model = self.label(model);
+        self.with(|i| {
+            i.ttft
+                .entry(model)
+                .or_default()
+                .observe(elapsed.as_secs_f64())
+        });
+    }
+
+    pub fn tokens(&self, model: &str, prompt: u32, completion: u32) {
+        let model = self.label(model);
+        self.with(|i| {
+            *i.tokens.entry((model.clone(), "prompt")).or_default() += u64::from(prompt);
+            *i.tokens.entry((model, "completion")).or_default() += u64::from(completion);
+        });
+    }
+
+    pub fn render(&self) -> String {
+        let Ok(inner) = self.inner.lock() else {
+            return String::new();
+        };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP tandem_requests_total Chat completion requests by model and outcome."
+        );
+        let _ = writeln!(out, "# TYPE tandem_requests_total counter");
+        for ((model, status), n) in &inner.requests {
+            let _ = writeln!(
+                out,
+                "tandem_requests_total{{model=\"{model}\",status=\"{status}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tandem_errors_total Failed requests by model and error type."
+        );
+        let _ = writeln!(out, "# TYPE tandem_errors_total counter");
+        for ((model, kind), n) in &inner.errors {
+            let _ = writeln!(
+                out,
+                "tandem_errors_total{{model=\"{model}\",type=\"{kind}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tandem_tokens_total Tokens processed by model and kind."
+        );
+        let _ = writeln!(out, "# TYPE tandem_tokens_total counter");
+        for ((model, kind), n) in &inner.tokens {
+            let _ = writeln!(
+                out,
+                "tandem_tokens_total{{model=\"{model}\",kind=\"{kind}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tandem_in_flight_requests Requests being answered now."
+        );
+        let _ = writeln!(out, "# TYPE tandem_in_flight_requests gauge");
+        let _ = writeln!(out, "tandem_in_flight_requests {}", inner.in_flight);
+        render_histograms(
+            &mut out,
+            "tandem_request_duration_seconds",
+            "Time from request to the last byte.",
+            &inner.latency,
+        );
+        render_histograms(
+            &mut out,
+            "tandem_time_to_first_token_seconds",
+            "Time from request to the first generated text.",
+            &inner.ttft,
+        );
+        out
+    }
+}
+
+fn render_histograms(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    histograms: &BTreeMap<String, Histogram>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (model, h) in histograms {
+        for (bound, count) in BUCKETS.iter().zip(h.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{model=\"{model}\",le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{model=\"{model}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "{name}_sum{{model=\"{model}\"}} {}", h.sum);
+        let _ = writeln!(out, "{name}_count{{model=\"{model}\"}} {}", h.count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms_with_safe_labels() {
+        let m = Metrics::new(["small".to_string()].into_iter());
+        m.started();
+        m.finished("small", "ok", Duration::from_millis(300));
+        m.started();
+        m.finished(
+            "<script>secret</script>",
+            "model_not_found",
+            Duration::from_millis(1),
+        );
+        m.tokens("small", 10, 5);
+        let text = m.render();
+        assert!(text.contains("tandem_requests_total{model=\"small\",status=\"ok\"} 1"));
+        assert!(
+            text.contains("tandem_requests_total{model=\"unknown\",status=\"model_not_found\"} 1")
+        );
+        assert!(text.contains("tandem_tokens_total{model=\"small\",kind=\"completion\"} 5"));
+        assert!(
+            text.contains("tandem_request_duration_seconds_bucket{model=\"small\",le=\"0.5\"} 1")
+        );
+        assert!(
+            text.contains("tandem_request_duration_seconds_bucket{model=\"small\",le=\"0.25\"} 0")
+        );
+        assert!(!text.contains("secret"));
+        assert!(text.contains("tandem_in_flight_requests 0"));
+    }
+}
