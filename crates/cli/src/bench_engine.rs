@@ -159,12 +159,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// At least `n` tokens of ordinary text.
 fn filler_tokens(model: &GgufModel, n: usize) -> Vec<i32> {
+    // The batch-cost probe reads tokens 64..69 even for short prompts.
+    let want = n.max(69);
     let mut tokens = Vec::new();
-    while tokens.len() < n + 8 {
+    while tokens.len() < want {
         tokens.extend(model.tokenize(FILLER, false, false));
     }
-    // The batch-cost probe reads tokens 64..69 even for short prompts.
-    tokens.truncate(n.max(69));
+    tokens.truncate(want);
     tokens
 }
 

@@ -1,0 +1,262 @@
+//! The `tandem` binary as a user runs it: a real subprocess serving real HTTP on loopback, the
+//! official openai Python client, the terminal chat, config errors, and the engine benchmark.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use tandem_core::config::RemoteModelConfig;
+use tandem_core::{ChatModel, ChatRequest, Message, SamplingParams};
+use tandem_remote::RemoteModel;
+
+const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
+
+fn tiny_model() -> PathBuf {
+    if let Ok(p) = std::env::var("TANDEM_TINY_MODEL") {
+        return PathBuf::from(p);
+    }
+    let root = std::env::var("TANDEM_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tandem"));
+    root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+fn tiny_config(dir: &Path) -> PathBuf {
+    let path = dir.join("tandem.toml");
+    let model = tiny_model();
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[models.small]\ntype = \"local\"\nsource = \"{0}\"\ncontext = 1024\n\n[models.large]\ntype = \"local\"\nsource = \"{0}\"\ncontext = 1024\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A running `tandem serve`, killed on drop.
+struct Server {
+    child: Child,
+    base_url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(config: &Path) -> Server {
+    let mut child = Command::new(TANDEM)
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().unwrap().unwrap();
+    // "Tandem is listening on http://127.0.0.1:PORT — models: ..."
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        base_url: format!("{url}/v1"),
+    }
+}
+
+#[test]
+fn serve_answers_remote_clients_and_the_openai_python_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&tiny_config(dir.path()));
+
+    // Tandem's own remote client, pointed at Tandem: streaming and not.
+    let client = RemoteModel::with_key(
+        "large",
+        &RemoteModelConfig {
+            base_url: server.base_url.clone(),
+            api_key_env: None,
+            model: "large".into(),
+            timeout_secs: 60,
+            max_retries: 0,
+            context: None,
+        },
+        None,
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let request = ChatRequest {
+        model: "large".into(),
+        messages: vec![Message::user("What is the capital of France?")],
+        params: SamplingParams::greedy(12),
+    };
+    let whole = runtime.block_on(client.complete(request.clone())).unwrap();
+    let streamed = runtime
+        .block_on(tandem_core::collect_response(
+            "large",
+            client.stream(request),
+        ))
+        .unwrap();
+    assert!(!whole.text.is_empty());
+    assert_eq!(whole.text, streamed.text);
+    assert_eq!(whole.usage, streamed.usage);
+
+    // The official openai client, streaming.
+    let have_openai = Command::new("python3")
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_openai {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must install the openai Python package"
+        );
+        eprintln!("skipping the openai-client check: `pip install openai` to run it");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_stream.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args([&server.base_url, "small"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout.lines().last().unwrap();
+    assert!(last.starts_with("FINISH "), "{stdout}");
+    assert!(!last.contains("USAGE None"), "{stdout}");
+    assert!(stdout.len() > last.len() + 2, "no streamed text: {stdout}");
+}
+
+#[test]
+fn chat_streams_answers_in_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(TANDEM)
+        .args([
+            "chat",
+            "--model",
+            "small",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "12",
+            "--config",
+        ])
+        .arg(tiny_config(dir.path()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Say hello.\nAnd again.\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("completion tokens").count(), 2, "{stderr}");
+    assert!(stdout.trim().lines().count() >= 2, "{stdout}");
+}
+
+#[test]
+fn bad_config_names_the_key_and_exits_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[models.large]\ntype = \"remote\"\nbase_url = \"ftp://x\"\nmodel = \"m\"\n",
+    )
+    .unwrap();
+    let output = Command::new(TANDEM)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("models.large.base_url"), "{stderr}");
+
+    std::fs::write(&path, "[server]\nlisen = \"127.0.0.1:1\"\n").unwrap();
+    let output = Command::new(TANDEM)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("lisen"));
+}
+
+#[test]
+fn bench_engine_writes_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let status = Command::new(TANDEM)
+        .args([
+            "bench",
+            "engine",
+            "--prompt-tokens",
+            "32",
+            "--gen-tokens",
+            "8",
+            "--reps",
+            "1",
+            "--model",
+        ])
+        .arg(tiny_model())
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "prompt_tps",
+        "decode_tps",
+        "ttft_ms",
+        "eval_1_ms",
+        "eval_5_ms",
+        "eval5_over_eval1",
+        "peak_rss_mb",
+    ] {
+        let v = summary[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {summary}"));
+        assert!(v > 0.0, "{key} = {v}");
+    }
+    assert!(out.join("records.jsonl").exists() && out.join("report.md").exists());
+}
+
+#[test]
+fn models_list_shows_the_catalog() {
+    let output = Command::new(TANDEM)
+        .args(["models", "list"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for id in [
+        "qwen2.5-coder-0.5b-instruct",
+        "qwen2.5-coder-1.5b-instruct",
+        "smollm2-135m-instruct",
+    ] {
+        assert!(stdout.contains(id), "{stdout}");
+    }
+}
