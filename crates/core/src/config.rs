@@ -414,6 +414,16 @@ mod tests {
     }
 
     #[test]
+    fn annotated_example_is_valid() {
+        let text = include_str!("../../../tandem.example.toml");
+        let env = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk-x".to_string());
+        let config = Config::from_toml(text)
+            .and_then(|c| c.resolve(&env))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.models.len(), 3);
+    }
+
+    #[test]
     fn sources_parse() {
         assert_eq!(
             ModelSource::parse("smollm2-135m-instruct"),

@@ -136,6 +136,18 @@ impl GgufModel {
         self.model.vocab().is_eog(LlamaToken(token))
     }
 
+    /// Text of the BOS token, for chat templates that write it themselves.
+    pub fn bos_text(&self) -> String {
+        let vocab = self.model.vocab();
+        String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned()
+    }
+
+    /// Text of the EOS token.
+    pub fn eos_text(&self) -> String {
+        let vocab = self.model.vocab();
+        String::from_utf8_lossy(&vocab.token_to_piece(vocab.eos(), true, None)).into_owned()
+    }
+
     /// Whether tokenizing a whole prompt should prepend BOS.
     pub fn adds_bos(&self) -> bool {
         self.model.vocab().should_add_bos()

@@ -163,3 +163,15 @@ fn characters_split_across_tokens_stream_whole() {
     }
     assert_eq!(text + &assembler.finish(), "😀東京");
 }
+
+#[test]
+fn the_gguf_chat_template_is_rendered_with_its_default_system_prompt() {
+    use tandem_core::Message;
+    let model = GgufModel::load(&common::tiny_model()).unwrap();
+    let prompt = tandem_engine::template::render(&model, &[Message::user("Hi there")]).unwrap();
+    assert_eq!(
+        prompt,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
