@@ -13,13 +13,7 @@ use tandem_remote::RemoteModel;
 const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 
 fn tiny_model() -> PathBuf {
-    if let Ok(p) = std::env::var("TANDEM_TINY_MODEL") {
-        return PathBuf::from(p);
-    }
-    let root = std::env::var("TANDEM_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tandem"));
-    root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    tandem_models::ModelStore::test_model_path().unwrap()
 }
 
 fn tiny_config(dir: &Path) -> PathBuf {

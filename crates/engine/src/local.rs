@@ -96,6 +96,12 @@ impl LocalModel {
 
     fn submit(&self, request: ChatRequest) -> Result<EventStream, ModelError> {
         let prompt = self.prompt_tokens(&request)?;
+        if prompt.is_empty() {
+            // Nothing to evaluate means no logits to sample the first token from.
+            return Err(ModelError::InvalidRequest(
+                "the prompt renders to no tokens".into(),
+            ));
+        }
         let prompt_len = prompt.len() as u32;
         let room = self.context.saturating_sub(prompt_len);
         let max_new = request.params.max_tokens.unwrap_or(room);

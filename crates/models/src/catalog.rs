@@ -140,6 +140,9 @@ static CATALOG: [CatalogEntry; 3] = [
     },
 ];
 
+/// The tiny model the test suites run on.
+pub const TEST_MODEL: &str = "smollm2-135m-instruct";
+
 /// Every model the store can fetch by id.
 pub fn catalog() -> &'static [CatalogEntry] {
     &CATALOG

@@ -20,7 +20,7 @@ mod staging;
 mod store;
 mod verify;
 
-pub use catalog::{catalog, find, lookup, CatalogEntry, HfFile, PipLayout, PipPart};
+pub use catalog::{catalog, find, lookup, CatalogEntry, HfFile, PipLayout, PipPart, TEST_MODEL};
 pub use error::FetchError;
 pub use progress::Progress;
 pub use source::SourcePref;

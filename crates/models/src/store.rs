@@ -169,6 +169,15 @@ impl ModelStore {
         }
     }
 
+    /// Where the tests' tiny model lives (`$TANDEM_TINY_MODEL` overrides); pulled by
+    /// `tandem models pull smollm2-135m-instruct`, which `scripts/test` runs first.
+    pub fn test_model_path() -> Result<PathBuf, FetchError> {
+        if let Some(path) = std::env::var_os("TANDEM_TINY_MODEL") {
+            return Ok(PathBuf::from(path));
+        }
+        Ok(Self::from_env()?.path_for(catalog::lookup(catalog::TEST_MODEL)?))
+    }
+
     /// Makes a catalog file present and verified; returns its path. Returns at once when it
     /// already is. Otherwise fetches into `models/.partial/`, checks size and sha256, and renames
     /// the file into place, so an interrupted pull leaves nothing at the final path.

@@ -17,13 +17,7 @@ use tandem_server::{app, AppState, ServerLimits};
 use tower::ServiceExt;
 
 fn tiny_model_path() -> PathBuf {
-    if let Ok(p) = std::env::var("TANDEM_TINY_MODEL") {
-        return PathBuf::from(p);
-    }
-    let root = std::env::var("TANDEM_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tandem"));
-    root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    tandem_models::ModelStore::test_model_path().unwrap()
 }
 
 /// An upstream that fails after some text: the one fault a real model won't produce on demand.
