@@ -228,3 +228,53 @@ async fn oversize_requests_are_rejected() {
         Err(ModelError::InvalidRequest(_))
     ));
 }
+
+#[tokio::test]
+async fn one_slot_serves_requests_in_arrival_order_and_sheds_overload() {
+    let m = std::sync::Arc::new(
+        LocalModel::load(
+            &common::tiny_model(),
+            &LocalModelOptions {
+                context: 1024,
+                parallel: 1,
+                max_queue: 2,
+                ..LocalModelOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    // The first request holds the only slot once its first token has arrived.
+    let mut first = m.stream(request(
+        "Write a long poem about rivers.",
+        SamplingParams::greedy(60),
+    ));
+    assert!(matches!(
+        first.next().await,
+        Some(Ok(ChatEvent::Delta { .. }))
+    ));
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiting = Vec::new();
+    for i in 0..2 {
+        let (m, order) = (m.clone(), order.clone());
+        let stream = m.stream(request(
+            &format!("Say the number {i}."),
+            SamplingParams::greedy(3),
+        ));
+        waiting.push(tokio::spawn(async move {
+            let r = tandem_core::collect_response("tiny", stream).await.unwrap();
+            order.lock().unwrap().push(i);
+            r
+        }));
+    }
+    // Two are queued (the limit); one more is turned away at once.
+    let overflow = m
+        .complete(request("One too many.", SamplingParams::greedy(3)))
+        .await
+        .unwrap_err();
+    assert!(matches!(overflow, ModelError::Overloaded(_)), "{overflow}");
+    while first.next().await.is_some() {}
+    for task in waiting {
+        task.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1]);
+}
