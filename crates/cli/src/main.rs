@@ -124,9 +124,11 @@ fn main() -> std::process::ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    // llama.cpp's own log lines arrive through tracing; keep them to warnings unless asked.
+    // llama.cpp's own log lines arrive through tracing (target "llama-cpp-2"); its load-time
+    // warnings are about the model files, not Tandem, so only errors show unless asked
+    // (TANDEM_LOG=debug, or e.g. TANDEM_LOG=info,llama-cpp-2=info).
     let filter = EnvFilter::try_from_env("TANDEM_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,llama_cpp_2=warn,llama-cpp-2=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
