@@ -143,7 +143,8 @@ impl RemoteModel {
 impl ChatModel for RemoteModel {
     fn info(&self) -> ModelInfo {
         ModelInfo {
-            id: self.inner.name.clone(),
+            // The model that actually answers (what `x-tandem-served-by` reports).
+            id: self.inner.upstream_model.clone(),
             context_length: self.inner.context,
             owned_by: self.inner.owned_by.clone(),
         }

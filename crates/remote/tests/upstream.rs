@@ -651,11 +651,11 @@ async fn no_key_sends_no_authorization() {
 }
 
 #[test]
-fn info_reports_name_host_and_context() {
+fn info_reports_upstream_model_host_and_context() {
     let model =
         RemoteModel::with_key("big-one", &config("https://api.example.com/v1", 1), None).unwrap();
     let info = model.info();
-    assert_eq!(info.id, "big-one");
+    assert_eq!(info.id, UPSTREAM_MODEL);
     assert_eq!(info.owned_by, "api.example.com");
     assert_eq!(info.context_length, Some(8192));
     assert_eq!(
