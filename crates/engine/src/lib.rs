@@ -18,7 +18,7 @@ mod scheduler;
 pub mod template;
 pub mod text;
 
-pub use context::{Context, ContextOptions, Logits, SeqInput};
+pub use context::{Context, ContextOptions, Logits, SeqInput, MAX_INVARIANT_ROWS};
 pub use error::EngineError;
 pub use gguf::GgufModel;
 pub use local::{LocalModel, LocalModelOptions};

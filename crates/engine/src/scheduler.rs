@@ -13,14 +13,15 @@ use tandem_core::{
 };
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::context::{Context, Logits, SeqInput};
+use crate::context::{Context, Logits, SeqInput, MAX_INVARIANT_ROWS};
 use crate::sampler::{logprobs, Sampler, TokenId};
 use crate::text::{Step, TextAssembler};
 use crate::{EngineError, GgufModel};
 
-/// Prompt tokens evaluated per step while other requests are decoding: small enough that a long
-/// prompt does not stall everyone else's tokens for long, large enough to keep the matmuls busy.
-const PREFILL_CHUNK_WHILE_DECODING: usize = 64;
+/// Prompt tokens evaluated per step: small enough that a long prompt does not stall everyone
+/// else's tokens for long, large enough to keep the matmuls busy. The same under any load, so a
+/// prompt is always cut into the same chunks and its logits never depend on what else runs.
+const PREFILL_CHUNK: usize = 128;
 
 pub(crate) type EventSender = UnboundedSender<Result<ChatEvent, ModelError>>;
 
@@ -166,38 +167,50 @@ impl Worker {
             })
     }
 
-    /// One shared decode: the next token of every decoding request plus a chunk of prompts.
+    /// One step: the next token of every decoding request, then one chunk of one prompt.
+    ///
+    /// Each is its own llama.cpp call, and decode calls carry at most [`MAX_INVARIANT_ROWS`]
+    /// rows: that keeps every generated token bit-identical to what the request would get alone,
+    /// whatever else the server is doing (see `MAX_INVARIANT_ROWS`).
     fn step(&mut self) {
         for slot in self.slots.iter_mut() {
             if slot.as_ref().is_some_and(|a| a.job.events.is_closed()) {
                 *slot = None; // client gone: stop generating (its KV stays as prefix cache)
             }
         }
-        let decoding = self.slots.iter().flatten().any(|a| a.last.is_some());
-        let mut budget = if decoding {
-            PREFILL_CHUNK_WHILE_DECODING
-        } else {
-            self.ctx.options().n_batch as usize
-        };
-        let mut plan: Vec<(usize, Vec<TokenId>, Logits)> = Vec::new();
-        for (seq, slot) in self.slots.iter().enumerate() {
-            let Some(active) = slot else { continue };
-            if let Some(token) = active.last {
-                plan.push((seq, vec![token], Logits::Last));
-            } else if budget > 0 && !active.pending.is_empty() {
-                let n = active.pending.len().min(budget);
-                budget -= n;
-                let logits = if n == active.pending.len() {
-                    Logits::Last
-                } else {
-                    Logits::None
-                };
-                plan.push((seq, active.pending[..n].to_vec(), logits));
+        let decoding: Vec<(usize, Vec<TokenId>, Logits)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(seq, slot)| {
+                let token = slot.as_ref()?.last?;
+                Some((seq, vec![token], Logits::Last))
+            })
+            .collect();
+        let budget = PREFILL_CHUNK.min(self.ctx.options().n_batch as usize);
+        let prefill = self.slots.iter().enumerate().find_map(|(seq, slot)| {
+            let active = slot.as_ref()?;
+            if active.last.is_some() || active.pending.is_empty() {
+                return None;
             }
+            let n = active.pending.len().min(budget);
+            let logits = if n == active.pending.len() {
+                Logits::Last
+            } else {
+                Logits::None
+            };
+            Some((seq, active.pending[..n].to_vec(), logits))
+        });
+        for group in decoding.chunks(MAX_INVARIANT_ROWS) {
+            self.evaluate(group);
         }
-        if plan.is_empty() {
-            return;
+        if let Some(chunk) = prefill {
+            self.evaluate(&[chunk]);
         }
+    }
+
+    /// Evaluate one llama.cpp batch and stream what it produced.
+    fn evaluate(&mut self, plan: &[(usize, Vec<TokenId>, Logits)]) {
         let inputs: Vec<SeqInput<'_>> = plan
             .iter()
             .map(|(seq, tokens, logits)| SeqInput {
@@ -210,7 +223,7 @@ impl Worker {
             Ok(rows) => rows,
             Err(e) => {
                 let error = ModelError::Internal(e.to_string());
-                for (seq, _, _) in &plan {
+                for (seq, _, _) in plan {
                     if let Some(active) = self.slots[*seq].take() {
                         let _ = active.job.events.send(Err(error.clone()));
                     }

@@ -278,3 +278,69 @@ async fn one_slot_serves_requests_in_arrival_order_and_sheds_overload() {
     }
     assert_eq!(*order.lock().unwrap(), vec![0, 1]);
 }
+
+/// Greedy answers must not depend on what else the server is doing. This needs a model whose
+/// kernels round differently in larger batches (Q4_K, repacked): the 0.5B default SLM.
+#[tokio::test]
+async fn greedy_output_does_not_depend_on_concurrent_load() {
+    let path = tandem_models::ModelStore::from_env()
+        .unwrap()
+        .path_for(tandem_models::lookup("qwen2.5-coder-0.5b-instruct").unwrap());
+    assert!(
+        path.exists(),
+        "pull qwen2.5-coder-0.5b-instruct first (scripts/test does)"
+    );
+    let m = std::sync::Arc::new(
+        LocalModel::load(
+            &path,
+            &LocalModelOptions {
+                context: 1024,
+                parallel: 5,
+                ..LocalModelOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let long = "Write a detailed essay about the history of the Roman Empire.";
+    // Five requests decode together: more rows than the kernels keep bit-identical in one call.
+    let probes = [
+        "Write a haiku about autumn.",
+        "List three sorting algorithms.",
+        "What is a closure in JavaScript?",
+        "Explain TCP slow start in one sentence.",
+    ];
+    let solo_long = m
+        .complete(request(long, SamplingParams::greedy(40)))
+        .await
+        .unwrap()
+        .text;
+    let mut solo = Vec::new();
+    for p in probes {
+        solo.push(
+            m.complete(request(p, SamplingParams::greedy(48)))
+                .await
+                .unwrap()
+                .text,
+        );
+    }
+    // Now the same requests while a long generation decodes in the same batches.
+    let background = {
+        let m = m.clone();
+        tokio::spawn(async move { m.complete(request(long, SamplingParams::greedy(40))).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let loaded = futures::future::join_all(
+        probes
+            .iter()
+            .map(|p| m.complete(request(p, SamplingParams::greedy(48)))),
+    )
+    .await;
+    for (i, answer) in loaded.into_iter().enumerate() {
+        assert_eq!(
+            answer.unwrap().text,
+            solo[i],
+            "probe {i} changed under load"
+        );
+    }
+    assert_eq!(background.await.unwrap().unwrap().text, solo_long);
+}

@@ -50,14 +50,6 @@ fn state() -> Arc<AppState> {
     STATE.get_or_init(|| build_state(2)).clone()
 }
 
-/// A gateway whose local model decodes one request at a time. Batched kernels round differently
-/// from single-sequence ones, so greedy text is only comparable token for token when no other
-/// test's request shares the batch.
-fn serial_state() -> Arc<AppState> {
-    static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
-    STATE.get_or_init(|| build_state(1)).clone()
-}
-
 fn build_state(parallel: u32) -> Arc<AppState> {
     let tiny: Arc<dyn ChatModel> = Arc::new(
         LocalModel::load(
@@ -159,7 +151,7 @@ async fn streaming_sends_chunks_usage_and_done() {
         "messages": [{"role": "user", "content": "Count to five."}], "max_tokens": 10, "temperature": 0
     });
     let (status, text) = call_on(
-        serial_state(),
+        state(),
         "POST",
         "/v1/chat/completions",
         Body::from(body.to_string()),
@@ -185,7 +177,7 @@ async fn streaming_sends_chunks_usage_and_done() {
         "model": "large", "messages": [{"role": "user", "content": "Count to five."}], "max_tokens": 10, "temperature": 0
     });
     let (_, whole) = call_on(
-        serial_state(),
+        state(),
         "POST",
         "/v1/chat/completions",
         Body::from(body.to_string()),
