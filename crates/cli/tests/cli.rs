@@ -103,6 +103,35 @@ fn serve_answers_remote_clients_and_the_openai_python_client() {
     assert_eq!(whole.text, streamed.text);
     assert_eq!(whole.usage, streamed.usage);
 
+    // `tandem chat` against the running gateway.
+    let mut chat = Command::new(TANDEM)
+        .args([
+            "chat",
+            "--model",
+            "large",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "8",
+            "--url",
+        ])
+        .arg(&server.base_url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    chat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Say hello.\n")
+        .unwrap();
+    let output = chat.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("completion tokens"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).trim().is_empty());
+
     // The official openai client, streaming.
     let have_openai = Command::new("python3")
         .args(["-c", "import openai"])

@@ -118,8 +118,8 @@ async fn handle(
             created,
             name,
             include_usage,
-            first: Some(first),
-            events,
+            // The first event was taken to check for errors; put it back in front.
+            events: Box::pin(stream::once(async move { Ok(first) }).chain(events)),
             queued: VecDeque::new(),
             record: taken,
             finished: false,
@@ -150,7 +150,6 @@ struct SseState {
     created: u64,
     name: String,
     include_usage: bool,
-    first: Option<ChatEvent>,
     events: EventStream,
     queued: VecDeque<Value>,
     record: RequestRecord,
@@ -178,11 +177,7 @@ fn sse_chunks(state: SseState) -> impl Stream<Item = Result<Event, Infallible>> 
             if s.finished {
                 return Some((Ok(Event::default().data("[DONE]")), None));
             }
-            let next = match s.first.take() {
-                Some(event) => Some(Ok(event)),
-                None => s.events.next().await,
-            };
-            match next {
+            match s.events.next().await {
                 Some(Ok(event)) => queue_event(&mut s, event),
                 Some(Err(e)) => {
                     let error = ApiError::from(e);
@@ -194,6 +189,7 @@ fn sse_chunks(state: SseState) -> impl Stream<Item = Result<Event, Infallible>> 
                 None => {
                     let error =
                         ApiError::from(ModelError::Internal("the model stream ended early".into()));
+                    s.record.state.metrics.error(&s.name, error.metric_label());
                     s.record.finish(error.metric_label());
                     s.queued.push_back(error.body());
                     s.finished = true;
