@@ -15,6 +15,7 @@ pub mod gguf;
 mod local;
 pub mod sampler;
 mod scheduler;
+pub mod speculative;
 pub mod template;
 pub mod text;
 
