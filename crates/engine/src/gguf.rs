@@ -153,11 +153,11 @@ impl GgufModel {
         self.model.vocab().should_add_bos()
     }
 
-    /// The text of every token, for vocabulary compatibility checks between two models.
-    pub fn vocab_fingerprint(&self) -> Vec<Vec<u8>> {
-        (0..self.n_vocab() as i32)
-            .map(|t| self.model.vocab().token_to_piece(LlamaToken(t), true, None))
-            .collect()
+    /// The bytes of a token as the vocabulary stores it (control tokens included).
+    pub fn token_text(&self, token: TokenId) -> Vec<u8> {
+        self.model
+            .vocab()
+            .token_to_piece(LlamaToken(token), true, None)
     }
 }
 

@@ -8,12 +8,12 @@
 //! up to two drafts). On this 2-core machine verification is far from free anyway (5 tokens cost
 //! ~2.3× one), so short drafts are also the ones that can pay.
 //!
-//! Still to come (issue 6): the small-model drafter, rejection sampling for temperature > 0, the
-//! adaptive policy, serving a speculative pair by name, and `tandem bench speculative`.
+//! Still to come (issue 6): rejection sampling for temperature > 0, the adaptive policy, serving
+//! a speculative pair by name, and `tandem bench speculative`.
 
 use crate::context::{Context, Logits, MAX_INVARIANT_ROWS};
 use crate::sampler::{argmax, TokenId};
-use crate::EngineError;
+use crate::{EngineError, GgufModel};
 
 /// Proposes likely next tokens given everything so far.
 pub trait Drafter {
@@ -57,6 +57,82 @@ impl Drafter for PromptLookup {
             }
         }
         Vec::new()
+    }
+}
+
+/// A smaller model with the same vocabulary drafts greedily. Its sequence keeps the history it
+/// has seen, so each call only evaluates what is new since the last one.
+pub struct ModelDrafter {
+    ctx: Context,
+}
+
+impl ModelDrafter {
+    /// `ctx` runs the draft model; its sequence 0 is used. Fails when the draft model's
+    /// vocabulary differs from the target's.
+    pub fn new(ctx: Context, target: &GgufModel) -> Result<Self, EngineError> {
+        check_vocab_compatible(target, ctx.model())?;
+        Ok(Self { ctx })
+    }
+
+    fn try_draft(&mut self, history: &[TokenId], max: usize) -> Result<Vec<TokenId>, EngineError> {
+        let cached = self.ctx.tokens(0);
+        let common = cached
+            .iter()
+            .zip(history)
+            .take_while(|(a, b)| a == b)
+            .count()
+            // Re-evaluate at least the last token: its logits give the first draft.
+            .min(history.len().saturating_sub(1));
+        self.ctx.keep(0, common)?;
+        let mut row = self.ctx.eval(0, &history[common..], Logits::Last)?;
+        let mut draft = Vec::with_capacity(max);
+        while draft.len() < max {
+            let token = row.last().map_or(0, |r| argmax(r));
+            draft.push(token);
+            if draft.len() < max {
+                row = self.ctx.eval(0, &[token], Logits::Last)?;
+            }
+        }
+        Ok(draft)
+    }
+}
+
+impl Drafter for ModelDrafter {
+    fn draft(&mut self, history: &[TokenId], max: usize) -> Vec<TokenId> {
+        if max == 0 || history.is_empty() {
+            return Vec::new();
+        }
+        // A failed draft costs nothing but speed: the target still decides every token.
+        self.try_draft(history, max).unwrap_or_else(|e| {
+            tracing::warn!("draft model failed, continuing without drafts: {e}");
+            let _ = self.ctx.clear(0);
+            Vec::new()
+        })
+    }
+}
+
+/// Two models can pair for speculative decoding only when every token id means the same text.
+pub fn check_vocab_compatible(target: &GgufModel, draft: &GgufModel) -> Result<(), EngineError> {
+    if target.n_vocab() != draft.n_vocab() {
+        return Err(EngineError::InvalidInput(format!(
+            "draft model {} has a vocabulary of {} tokens but target {} has {}: they cannot pair for speculative decoding",
+            draft.id(),
+            draft.n_vocab(),
+            target.id(),
+            target.n_vocab()
+        )));
+    }
+    let mismatch =
+        (0..target.n_vocab() as TokenId).find(|&t| target.token_text(t) != draft.token_text(t));
+    match mismatch {
+        None => Ok(()),
+        Some(t) => Err(EngineError::InvalidInput(format!(
+            "draft model {} and target {} disagree on token {t} ({:?} vs {:?}): they cannot pair for speculative decoding",
+            draft.id(),
+            target.id(),
+            String::from_utf8_lossy(&draft.token_text(t)),
+            String::from_utf8_lossy(&target.token_text(t)),
+        ))),
     }
 }
 

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use tandem_core::Message;
 use tandem_engine::sampler::argmax;
-use tandem_engine::speculative::{generate_greedy, Drafter, PromptLookup};
+use tandem_engine::speculative::{
+    check_vocab_compatible, generate_greedy, Drafter, ModelDrafter, PromptLookup,
+};
 use tandem_engine::{template, Context, ContextOptions, GgufModel, Logits};
 
 /// Plain greedy decoding, one token per pass: the reference.
@@ -40,6 +42,16 @@ impl Drafter for Wrong {
 
 fn check(path: PathBuf) {
     let model = GgufModel::load(&path).unwrap();
+    // The model drafting for itself: every draft should be accepted.
+    let draft_ctx = Context::new(
+        model.clone(),
+        ContextOptions {
+            n_ctx: 2048,
+            ..ContextOptions::default()
+        },
+    )
+    .unwrap();
+    let mut self_drafter = ModelDrafter::new(draft_ctx, &model).unwrap();
     let mut ctx = Context::new(
         model.clone(),
         ContextOptions {
@@ -55,6 +67,7 @@ fn check(path: PathBuf) {
         "Tell me a short story about a cat.".to_string(),
     ];
     let mut accepted_any = false;
+    let mut self_stats: Vec<(u32, u32)> = Vec::new();
     for (i, text) in prompts.iter().enumerate() {
         let rendered = template::render(&model, &[Message::user(text.as_str())]).unwrap();
         let prompt = model.tokenize(&rendered, model.adds_bos(), true);
@@ -75,6 +88,15 @@ fn check(path: PathBuf) {
                 "prompt {i}, max {max_new}: lookup drafting changed the output"
             );
             accepted_any |= stats.accepted > 0;
+            let (drafted, stats) =
+                generate_greedy(&mut ctx, 0, &prompt, max_new, &mut self_drafter, &is_end).unwrap();
+            assert_eq!(
+                drafted, reference,
+                "prompt {i}, max {max_new}: model drafting changed the output"
+            );
+            // Near-ties may flip where the drafter evaluated its rows in larger batches than the
+            // target; everything else must be accepted.
+            self_stats.push((stats.accepted, stats.drafted));
             let (wrong, _) =
                 generate_greedy(&mut ctx, 0, &prompt, max_new, &mut Wrong(i as i32), &is_end)
                     .unwrap();
@@ -85,6 +107,14 @@ fn check(path: PathBuf) {
         }
     }
     assert!(accepted_any, "prompt lookup never had a draft accepted");
+    let (accepted, drafted) = self_stats
+        .iter()
+        .fold((0, 0), |(a, d), s| (a + s.0, d + s.1));
+    eprintln!("self-drafting: {accepted}/{drafted} accepted");
+    assert!(
+        drafted > 100 && accepted as f64 >= 0.9 * drafted as f64,
+        "self-drafting accepted {accepted}/{drafted}"
+    );
 }
 
 #[test]
@@ -103,4 +133,19 @@ fn identical_to_plain_greedy_on_the_default_slm() {
         "pull qwen2.5-coder-0.5b-instruct first (scripts/test does)"
     );
     check(path);
+}
+
+#[test]
+fn models_with_different_vocabularies_cannot_pair() {
+    let tiny = GgufModel::load(&common::tiny_model()).unwrap();
+    let slm_path = tandem_models::ModelStore::from_env()
+        .unwrap()
+        .path_for(tandem_models::lookup("qwen2.5-coder-0.5b-instruct").unwrap());
+    let slm = GgufModel::load(&slm_path).unwrap();
+    let err = check_vocab_compatible(&slm, &tiny).unwrap_err().to_string();
+    assert!(
+        err.contains("cannot pair") && err.contains("49152"),
+        "{err}"
+    );
+    assert!(check_vocab_compatible(&tiny, &tiny).is_ok());
 }
