@@ -12,12 +12,24 @@ use tandem_remote::RemoteModel;
 
 use crate::build::{build_model, load_config};
 
+#[derive(clap::Args)]
 pub struct Options {
+    /// Model name: small, large, or any configured name.
+    #[arg(long, default_value = "small")]
     pub model: String,
+    /// TOML config; without it the embedded defaults are used.
+    #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.
+    #[arg(long)]
     pub url: Option<String>,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.7)]
     pub temperature: f32,
+    #[arg(long, default_value_t = 1024)]
     pub max_tokens: u32,
+    /// System prompt.
+    #[arg(long)]
     pub system: Option<String>,
 }
 

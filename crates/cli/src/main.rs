@@ -35,24 +35,7 @@ enum Command {
         listen: Option<SocketAddr>,
     },
     /// Chat in the terminal with a configured model, or with a running gateway (--url).
-    Chat {
-        /// Model name: small, large, or any configured name.
-        #[arg(long, default_value = "small")]
-        model: String,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.
-        #[arg(long)]
-        url: Option<String>,
-        /// Sampling temperature.
-        #[arg(long, default_value_t = 0.7)]
-        temperature: f32,
-        #[arg(long, default_value_t = 1024)]
-        max_tokens: u32,
-        /// System prompt.
-        #[arg(long)]
-        system: Option<String>,
-    },
+    Chat(chat::Options),
     /// Fetch and list model files.
     Models {
         #[command(subcommand)]
@@ -89,21 +72,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, listen } => serve::run(config, listen),
-        Command::Chat {
-            model,
-            config,
-            url,
-            temperature,
-            max_tokens,
-            system,
-        } => chat::run(chat::Options {
-            model,
-            config,
-            url,
-            temperature,
-            max_tokens,
-            system,
-        }),
+        Command::Chat(options) => chat::run(options),
         Command::Models { command } => match command {
             ModelsCommand::Pull { ids, all } => models_cmd::pull(ids, all),
             ModelsCommand::List => models_cmd::list(),

@@ -283,13 +283,7 @@ async fn one_slot_serves_requests_in_arrival_order_and_sheds_overload() {
 /// kernels round differently in larger batches (Q4_K, repacked): the 0.5B default SLM.
 #[tokio::test]
 async fn greedy_output_does_not_depend_on_concurrent_load() {
-    let path = tandem_models::ModelStore::from_env()
-        .unwrap()
-        .path_for(tandem_models::lookup("qwen2.5-coder-0.5b-instruct").unwrap());
-    assert!(
-        path.exists(),
-        "pull qwen2.5-coder-0.5b-instruct first (scripts/test does)"
-    );
+    let path = common::slm_model();
     let m = std::sync::Arc::new(
         LocalModel::load(
             &path,

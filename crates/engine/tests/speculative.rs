@@ -125,22 +125,14 @@ fn identical_to_plain_greedy_on_the_tiny_model() {
 /// The Q4_K model is the one whose batched kernels round differently: the real test of exactness.
 #[test]
 fn identical_to_plain_greedy_on_the_default_slm() {
-    let path = tandem_models::ModelStore::from_env()
-        .unwrap()
-        .path_for(tandem_models::lookup("qwen2.5-coder-0.5b-instruct").unwrap());
-    assert!(
-        path.exists(),
-        "pull qwen2.5-coder-0.5b-instruct first (scripts/test does)"
-    );
+    let path = common::slm_model();
     check(path);
 }
 
 #[test]
 fn models_with_different_vocabularies_cannot_pair() {
     let tiny = GgufModel::load(&common::tiny_model()).unwrap();
-    let slm_path = tandem_models::ModelStore::from_env()
-        .unwrap()
-        .path_for(tandem_models::lookup("qwen2.5-coder-0.5b-instruct").unwrap());
+    let slm_path = common::slm_model();
     let slm = GgufModel::load(&slm_path).unwrap();
     let err = check_vocab_compatible(&slm, &tiny).unwrap_err().to_string();
     assert!(
