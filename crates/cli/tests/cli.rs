@@ -104,9 +104,9 @@ fn serve_answers_remote_clients_and_the_openai_python_client() {
     assert_eq!(whole.usage, streamed.usage);
 
     // `tandem chat` against the running gateway.
-    let mut chat = Command::new(TANDEM)
-        .args([
-            "chat",
+    let url = server.base_url.clone();
+    let (stdout, stderr) = run_chat(
+        &[
             "--model",
             "large",
             "--temperature",
@@ -114,23 +114,12 @@ fn serve_answers_remote_clients_and_the_openai_python_client() {
             "--max-tokens",
             "8",
             "--url",
-        ])
-        .arg(&server.base_url)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    chat.stdin
-        .take()
-        .unwrap()
-        .write_all(b"Say hello.\n")
-        .unwrap();
-    let output = chat.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+            &url,
+        ],
+        b"Say hello.\n",
+    );
     assert!(stderr.contains("completion tokens"), "{stderr}");
-    assert!(!String::from_utf8_lossy(&output.stdout).trim().is_empty());
+    assert!(!stdout.trim().is_empty());
 
     // The official openai client, streaming.
     let have_openai = Command::new("python3")
@@ -166,9 +155,10 @@ fn serve_answers_remote_clients_and_the_openai_python_client() {
 #[test]
 fn chat_streams_answers_in_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(TANDEM)
-        .args([
-            "chat",
+    let config = tiny_config(dir.path());
+    let config = config.to_str().unwrap();
+    let (stdout, stderr) = run_chat(
+        &[
             "--model",
             "small",
             "--temperature",
@@ -176,25 +166,30 @@ fn chat_streams_answers_in_the_terminal() {
             "--max-tokens",
             "12",
             "--config",
-        ])
-        .arg(tiny_config(dir.path()))
+            config,
+        ],
+        b"Say hello.\nAnd again.\n",
+    );
+    assert_eq!(stderr.matches("completion tokens").count(), 2, "{stderr}");
+    assert!(stdout.trim().lines().count() >= 2, "{stdout}");
+}
+
+/// Run `tandem chat ARGS` with `input` on stdin; it must succeed. Returns (stdout, stderr).
+fn run_chat(args: &[&str], input: &[u8]) -> (String, String) {
+    let mut child = Command::new(TANDEM)
+        .arg("chat")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Say hello.\nAnd again.\n")
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stderr}");
-    assert_eq!(stderr.matches("completion tokens").count(), 2, "{stderr}");
-    assert!(stdout.trim().lines().count() >= 2, "{stdout}");
+    (stdout, stderr)
 }
 
 #[test]
