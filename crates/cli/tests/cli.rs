@@ -196,28 +196,22 @@ fn run_chat(args: &[&str], input: &[u8]) -> (String, String) {
 fn bad_config_names_the_key_and_exits_nonzero() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[models.large]\ntype = \"remote\"\nbase_url = \"ftp://x\"\nmodel = \"m\"\n",
-    )
-    .unwrap();
-    let output = Command::new(TANDEM)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    // `serve` with a config holding `text` must fail; returns its stderr.
+    let serve_fails = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        let output = Command::new(TANDEM)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr =
+        serve_fails("[models.large]\ntype = \"remote\"\nbase_url = \"ftp://x\"\nmodel = \"m\"\n");
     assert!(stderr.contains("models.large.base_url"), "{stderr}");
-
-    std::fs::write(&path, "[server]\nlisen = \"127.0.0.1:1\"\n").unwrap();
-    let output = Command::new(TANDEM)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("lisen"));
+    let stderr = serve_fails("[server]\nlisen = \"127.0.0.1:1\"\n");
+    assert!(stderr.contains("lisen"), "{stderr}");
 }
 
 #[test]
