@@ -22,6 +22,9 @@ pub struct GgufModel {
     path: PathBuf,
     architecture: String,
     chat_template: Option<String>,
+    /// Texts of the BOS and EOS tokens, read once: every chat request's template needs them.
+    bos_text: String,
+    eos_text: String,
 }
 
 impl std::fmt::Debug for GgufModel {
@@ -69,6 +72,8 @@ impl GgufModel {
             path: key.clone(),
             architecture,
             chat_template,
+            bos_text: special_text(model, model.vocab().bos()),
+            eos_text: special_text(model, model.vocab().eos()),
         });
         loaded.insert(key, gguf.clone());
         Ok(gguf)
@@ -137,15 +142,13 @@ impl GgufModel {
     }
 
     /// Text of the BOS token, for chat templates that write it themselves.
-    pub fn bos_text(&self) -> String {
-        let vocab = self.model.vocab();
-        String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned()
+    pub fn bos_text(&self) -> &str {
+        &self.bos_text
     }
 
     /// Text of the EOS token.
-    pub fn eos_text(&self) -> String {
-        let vocab = self.model.vocab();
-        String::from_utf8_lossy(&vocab.token_to_piece(vocab.eos(), true, None)).into_owned()
+    pub fn eos_text(&self) -> &str {
+        &self.eos_text
     }
 
     /// Whether tokenizing a whole prompt should prepend BOS.
@@ -159,6 +162,11 @@ impl GgufModel {
             .vocab()
             .token_to_piece(LlamaToken(token), true, None)
     }
+}
+
+/// The text of a special token such as BOS (control tokens rendered).
+fn special_text(model: &LlamaModel, token: LlamaToken) -> String {
+    String::from_utf8_lossy(&model.vocab().token_to_piece(token, true, None)).into_owned()
 }
 
 /// Layers to offload: all when a GPU backend is compiled in, none on CPU builds.

@@ -90,7 +90,7 @@ impl LocalModel {
         // The rendered template contains control tokens as text (e.g. <|im_start|>). Templates that
         // write the BOS token themselves must not get a second one.
         let bos = self.gguf.bos_text();
-        let add_bos = self.gguf.adds_bos() && (bos.is_empty() || !prompt.starts_with(&bos));
+        let add_bos = self.gguf.adds_bos() && (bos.is_empty() || !prompt.starts_with(bos));
         Ok(self.gguf.tokenize(&prompt, add_bos, true))
     }
 

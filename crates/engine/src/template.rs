@@ -17,7 +17,7 @@ pub fn render(model: &GgufModel, messages: &[Message]) -> Result<String, EngineE
         ));
     }
     if let Some(template) = model.chat_template() {
-        match render_jinja(template, messages, &model.bos_text(), &model.eos_text()) {
+        match render_jinja(template, messages, model.bos_text(), model.eos_text()) {
             Ok(prompt) => return Ok(prompt),
             Err(e) => {
                 tracing::debug!("Jinja chat template failed ({e}); using llama.cpp's renderer")
