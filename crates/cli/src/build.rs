@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tandem_core::config::{Config, ModelConfig};
+use tandem_core::config::{
+    Config, DraftingPolicy, LocalModelConfig, ModelConfig, SpeculativeModelConfig,
+};
 use tandem_core::ChatModel;
-use tandem_engine::{LocalModel, LocalModelOptions};
+use tandem_engine::policy::DraftMode;
+use tandem_engine::{LocalModel, LocalModelOptions, SpeculativeModel, SpeculativeOptions};
 use tandem_models::ModelStore;
 use tandem_remote::RemoteModel;
 
@@ -32,13 +35,7 @@ pub fn build_model(config: &Config, name: &str) -> anyhow::Result<Arc<dyn ChatMo
     })?;
     Ok(match model {
         ModelConfig::Local(local) => {
-            let store = ModelStore::from_env()?;
-            let path = store
-                .resolve(
-                    &local.parsed_source(),
-                    &mut progress_line(format!("{name} ({})", local.source)),
-                )
-                .with_context(|| format!("models.{name}.source: cannot get {}", local.source))?;
+            let path = local_path(name, local)?;
             tracing::info!(model = name, path = %path.display(), "loading local model");
             let options = LocalModelOptions {
                 context: local.context,
@@ -54,7 +51,53 @@ pub fn build_model(config: &Config, name: &str) -> anyhow::Result<Arc<dyn ChatMo
         ModelConfig::Remote(remote) => {
             Arc::new(RemoteModel::new(name, remote).with_context(|| format!("models.{name}"))?)
         }
+        ModelConfig::Speculative(spec) => Arc::new(build_speculative(config, name, spec)?),
     })
+}
+
+/// The GGUF file of a local model, fetched if missing.
+fn local_path(name: &str, local: &LocalModelConfig) -> anyhow::Result<PathBuf> {
+    let store = ModelStore::from_env()?;
+    store
+        .resolve(
+            &local.parsed_source(),
+            &mut progress_line(format!("{name} ({})", local.source)),
+        )
+        .with_context(|| format!("models.{name}.source: cannot get {}", local.source))
+}
+
+fn build_speculative(
+    config: &Config,
+    name: &str,
+    spec: &SpeculativeModelConfig,
+) -> anyhow::Result<SpeculativeModel> {
+    // Validation guarantees both names are local models.
+    let local = |other: &str| match config.models.get(other) {
+        Some(ModelConfig::Local(local)) => Ok(local),
+        _ => anyhow::bail!("models.{name}: '{other}' is not a local model"),
+    };
+    let target = local(&spec.target)?;
+    let target_path = local_path(&spec.target, target)?;
+    let draft_path = match &spec.draft {
+        Some(draft) => Some(local_path(draft, local(draft)?)?),
+        None => None,
+    };
+    let options = SpeculativeOptions {
+        context: target.context,
+        threads: target
+            .threads
+            .unwrap_or_else(tandem_engine::default_threads),
+        max_queue: config.server.max_queue,
+        mode: match spec.drafting {
+            DraftingPolicy::Adaptive => DraftMode::Adaptive,
+            DraftingPolicy::Always => DraftMode::Always,
+        },
+        max_draft: spec.max_draft as usize,
+        lookup: spec.lookup,
+    };
+    tracing::info!(model = name, target = %spec.target, draft = ?spec.draft, "loading speculative pair");
+    SpeculativeModel::load(&target_path, draft_path.as_deref(), &options)
+        .with_context(|| format!("models.{name}: cannot set up speculative decoding"))
 }
 
 /// Build every configured model. Two names with the same local source share one loaded copy of

@@ -101,10 +101,18 @@ async fn chat_loop(model: Arc<dyn ChatModel>, options: Options) -> anyhow::Resul
                 Ok(ChatEvent::Done {
                     usage,
                     finish_reason,
+                    trace,
                 }) => {
                     writeln!(out)?;
+                    let speculative = trace.speculative.map_or(String::new(), |s| {
+                        format!(
+                            ", {:.0}% of drafts accepted, {:.2} tokens per pass",
+                            100.0 * s.acceptance_rate(),
+                            s.tokens_per_pass()
+                        )
+                    });
                     eprintln!(
-                        "[{} prompt + {} completion tokens, {}]",
+                        "[{} prompt + {} completion tokens, {}{speculative}]",
                         usage.prompt_tokens,
                         usage.completion_tokens,
                         finish_reason.as_str()

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::trace::Trace;
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -153,6 +155,8 @@ pub enum ChatEvent {
     Done {
         finish_reason: FinishReason,
         usage: Usage,
+        /// What the model did to produce the answer (empty for plain generation).
+        trace: Trace,
     },
 }
 
@@ -166,4 +170,5 @@ pub struct ChatResponse {
     pub usage: Usage,
     /// Present when the request asked for logprobs.
     pub logprobs: Option<Vec<TokenLogprob>>,
+    pub trace: Trace,
 }

@@ -53,6 +53,55 @@ impl Default for ServerConfig {
 pub enum ModelConfig {
     Local(LocalModelConfig),
     Remote(RemoteModelConfig),
+    Speculative(SpeculativeModelConfig),
+}
+
+/// A local target model served with drafting: the target's answers, faster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeculativeModelConfig {
+    /// The local model (a name in `models`) whose answers are served.
+    pub target: String,
+    /// A local model with the same vocabulary that drafts; without one, prompt lookup only.
+    #[serde(default)]
+    pub draft: Option<String>,
+    /// Prompt-lookup drafting (free; pays when answers quote the prompt).
+    #[serde(default = "default_true")]
+    pub lookup: bool,
+    /// `adaptive` drafts only when measured costs say it pays; `always` drafts every pass.
+    #[serde(default)]
+    pub drafting: DraftingPolicy,
+    /// Longest draft per verification pass (1 or 2: longer passes would change the output).
+    #[serde(default = "default_max_draft")]
+    pub max_draft: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DraftingPolicy {
+    #[default]
+    Adaptive,
+    Always,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_draft() -> u32 {
+    2
+}
+
+impl SpeculativeModelConfig {
+    /// `target` verifying `draft`'s drafts, with prompt lookup, adaptive.
+    pub fn pair(target: impl Into<String>, draft: impl Into<String>) -> Self {
+        Self {
+            target: target.into(),
+            draft: Some(draft.into()),
+            lookup: true,
+            drafting: DraftingPolicy::Adaptive,
+            max_draft: default_max_draft(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,9 +257,18 @@ impl Config {
     }
 
     /// The embedded defaults (no file): local 0.5B as `small`; `large` is the local 1.5B, or remote
-    /// when `OPENAI_API_KEY` / `OPENAI_BASE_URL` is set.
+    /// when `OPENAI_API_KEY` / `OPENAI_BASE_URL` is set. With a local `large`, also
+    /// `large-speculative`: the large model's answers with `small` drafting.
     pub fn embedded(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::default().resolve(env)
+        let mut config = Self::default().resolve(env)?;
+        if matches!(config.models.get("large"), Some(ModelConfig::Local(_))) {
+            config.models.insert(
+                "large-speculative".into(),
+                ModelConfig::Speculative(SpeculativeModelConfig::pair("large", "small")),
+            );
+        }
+        config.validate()?;
+        Ok(config)
     }
 
     /// Fill in `small` / `large` when absent, then validate every key.
@@ -274,6 +332,9 @@ impl Config {
                         ));
                     }
                 }
+                ModelConfig::Speculative(spec) => {
+                    self.validate_speculative(name, spec)?;
+                }
                 ModelConfig::Remote(remote) => {
                     if !(remote.base_url.starts_with("http://")
                         || remote.base_url.starts_with("https://"))
@@ -302,6 +363,39 @@ impl Config {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn validate_speculative(
+        &self,
+        name: &str,
+        spec: &SpeculativeModelConfig,
+    ) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("models.{name}.{field}");
+        let local = |field: &str, other: &str| match self.models.get(other) {
+            Some(ModelConfig::Local(_)) => Ok(()),
+            Some(_) => Err(ConfigError::new(
+                key(field),
+                format!("'{other}' must be a local model: speculative decoding needs its logits"),
+            )),
+            None => Err(ConfigError::new(
+                key(field),
+                format!(
+                    "no model named '{other}' (have: {})",
+                    self.models.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        };
+        local("target", &spec.target)?;
+        if let Some(draft) = &spec.draft {
+            local("draft", draft)?;
+        }
+        if !(1..=2).contains(&spec.max_draft) {
+            return Err(ConfigError::new(
+                key("max_draft"),
+                "must be 1 or 2: passes of more than 3 tokens round differently on CPU and would change the output",
+            ));
         }
         Ok(())
     }
@@ -354,6 +448,51 @@ mod tests {
         assert!(
             matches!(config.models.get("large"), Some(ModelConfig::Local(l)) if l.source == DEFAULT_LARGE)
         );
+        assert_eq!(
+            config.models.get("large-speculative"),
+            Some(&ModelConfig::Speculative(SpeculativeModelConfig::pair(
+                "large", "small"
+            )))
+        );
+    }
+
+    #[test]
+    fn speculative_pairs_need_local_models_and_short_drafts() {
+        let base = "[models.cloud]\ntype = \"remote\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\n[models.fast]\ntype = \"speculative\"\n";
+        let cases = [
+            (
+                "target = \"large\"\ndraft = \"small\"\ndrafting = \"always\"\n",
+                None,
+            ),
+            ("target = \"large\"\n", None),
+            (
+                "target = \"cloud\"\n",
+                Some(("models.fast.target", "must be a local model")),
+            ),
+            (
+                "target = \"large\"\ndraft = \"tiny\"\n",
+                Some(("models.fast.draft", "no model named 'tiny'")),
+            ),
+            (
+                "target = \"large\"\nmax_draft = 4\n",
+                Some(("models.fast.max_draft", "1 or 2")),
+            ),
+        ];
+        for (extra, want) in cases {
+            let result =
+                Config::from_toml(&format!("{base}{extra}")).and_then(|c| c.resolve(&no_env));
+            match (result, want) {
+                (Ok(_), None) => {}
+                (Err(e), Some((key, message))) => {
+                    assert_eq!(e.key, key, "{extra}");
+                    assert!(e.message.contains(message), "{e}");
+                }
+                (other, _) => panic!("{extra}: unexpected {other:?}"),
+            }
+        }
+        let remote_large = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk-test".to_string());
+        let config = Config::embedded(&remote_large).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!config.models.contains_key("large-speculative"));
     }
 
     #[test]
@@ -420,7 +559,7 @@ mod tests {
         let config = Config::from_toml(text)
             .and_then(|c| c.resolve(&env))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.models.len(), 3);
+        assert_eq!(config.models.len(), 4);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod trace;
 
 pub use chat::{
     ChatEvent, ChatRequest, ChatResponse, FinishReason, Message, Role, SamplingParams,
@@ -12,3 +13,4 @@ pub use chat::{
 };
 pub use error::ModelError;
 pub use model::{collect_response, ChatModel, EventStream, ModelInfo};
+pub use trace::{SpeculativeTrace, Trace};

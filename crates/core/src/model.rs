@@ -61,6 +61,7 @@ pub async fn collect_response(
             ChatEvent::Done {
                 finish_reason,
                 usage,
+                trace,
             } => {
                 return Ok(ChatResponse {
                     model: model_name.to_string(),
@@ -68,6 +69,7 @@ pub async fn collect_response(
                     finish_reason,
                     usage,
                     logprobs: any_logprobs.then_some(logprobs),
+                    trace,
                 });
             }
         }
@@ -100,6 +102,7 @@ mod tests {
                     prompt_tokens: 3,
                     completion_tokens: 2,
                 },
+                trace: Default::default(),
             }),
         ];
         let response =

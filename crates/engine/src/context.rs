@@ -23,6 +23,11 @@ use crate::{EngineError, GgufModel};
 /// Q4_K_M is 0 for 2–3 rows and 0.34–0.58 for 4–8 rows.
 pub const MAX_INVARIANT_ROWS: usize = 3;
 
+/// Prompt tokens evaluated per llama.cpp call: small enough that a long prompt does not stall
+/// other requests' tokens for long, large enough to keep the matmuls busy. Every path cuts
+/// prompts into the same chunks, so a prompt's logits never depend on which path read it.
+pub const PREFILL_CHUNK: usize = 128;
+
 /// How a context is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContextOptions {
@@ -253,6 +258,35 @@ impl Context {
         }
         self.seqs[seq].truncate(len);
         Ok(())
+    }
+
+    /// Make `prompt` the content of sequence `seq`, reusing the longest cached prefix and reading
+    /// the rest in [`PREFILL_CHUNK`]-token calls; returns the logits after the last prompt token.
+    pub fn prefill(&mut self, seq: usize, prompt: &[TokenId]) -> Result<Vec<f32>, EngineError> {
+        if prompt.is_empty() {
+            return Err(EngineError::InvalidInput("empty prompt".into()));
+        }
+        self.check_seq(seq)?;
+        // At least the last prompt token is evaluated: its logits are the answer.
+        let common = self.seqs[seq]
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
+        self.keep(seq, common)?;
+        let rest = &prompt[common..];
+        let chunks = rest.len().div_ceil(PREFILL_CHUNK);
+        let mut last = Vec::new();
+        for (i, chunk) in rest.chunks(PREFILL_CHUNK).enumerate() {
+            let logits = if i + 1 == chunks {
+                Logits::Last
+            } else {
+                Logits::None
+            };
+            last = self.eval(seq, chunk, logits)?.pop().unwrap_or_default();
+        }
+        Ok(last)
     }
 
     /// Empty a sequence.

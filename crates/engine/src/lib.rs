@@ -10,20 +10,26 @@
 
 mod backend;
 pub mod context;
+pub mod draft;
+mod emit;
 mod error;
 pub mod gguf;
 mod local;
+pub mod policy;
+mod queue;
 pub mod sampler;
 mod scheduler;
 pub mod speculative;
+mod speculative_model;
 pub mod template;
 pub mod text;
 
-pub use context::{Context, ContextOptions, Logits, SeqInput, MAX_INVARIANT_ROWS};
+pub use context::{Context, ContextOptions, Logits, SeqInput, MAX_INVARIANT_ROWS, PREFILL_CHUNK};
 pub use error::EngineError;
 pub use gguf::GgufModel;
 pub use local::{LocalModel, LocalModelOptions};
 pub use sampler::{Sampler, TokenId};
+pub use speculative_model::{SpeculativeModel, SpeculativeOptions};
 
 /// Threads to use when the config does not say: every core the process may run on.
 pub fn default_threads() -> u32 {

@@ -9,8 +9,9 @@ use tandem_core::{ChatModel, ChatRequest, EventStream, ModelError, ModelInfo};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::context::{Context, ContextOptions};
+use crate::queue::Job;
 use crate::sampler::TokenId;
-use crate::scheduler::{Job, Scheduler};
+use crate::scheduler::Scheduler;
 use crate::{template, EngineError, GgufModel};
 
 /// How to serve a local model.
@@ -81,54 +82,71 @@ impl LocalModel {
 
     /// The prompt tokens a conversation renders to.
     pub fn prompt_tokens(&self, request: &ChatRequest) -> Result<Vec<TokenId>, ModelError> {
-        if request.messages.is_empty() {
-            return Err(ModelError::InvalidRequest(
-                "messages must not be empty".into(),
-            ));
-        }
-        let prompt = template::render(&self.gguf, &request.messages)?;
-        // The rendered template contains control tokens as text (e.g. <|im_start|>). Templates that
-        // write the BOS token themselves must not get a second one.
-        let bos = self.gguf.bos_text();
-        let add_bos = self.gguf.adds_bos() && (bos.is_empty() || !prompt.starts_with(bos));
-        Ok(self.gguf.tokenize(&prompt, add_bos, true))
+        prompt_tokens(&self.gguf, request)
     }
 
     fn submit(&self, request: ChatRequest) -> Result<EventStream, ModelError> {
-        let prompt = self.prompt_tokens(&request)?;
-        if prompt.is_empty() {
-            // Nothing to evaluate means no logits to sample the first token from.
-            return Err(ModelError::InvalidRequest(
-                "the prompt renders to no tokens".into(),
-            ));
-        }
-        let prompt_len = prompt.len() as u32;
-        let room = self.context.saturating_sub(prompt_len);
-        let max_new = request.params.max_tokens.unwrap_or(room);
-        if room == 0 || max_new > room {
-            return Err(ModelError::ContextOverflow {
-                limit: self.context,
-                requested: prompt_len + max_new.max(1),
-                prompt: prompt_len,
-                completion: max_new.max(1),
-            });
-        }
-        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        self.scheduler.submit(
-            Job {
-                prompt,
-                params: request.params,
-                max_new_tokens: max_new.max(1),
-                seed,
-                events,
-            },
-            &self.gguf.id(),
-        )?;
-        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+        let (job, stream) = prepare_job(&self.gguf, self.context, request)?;
+        self.scheduler.submit(job, &self.gguf.id())?;
+        Ok(stream)
     }
+}
+
+/// The prompt tokens a conversation renders to with `model`'s chat template.
+pub(crate) fn prompt_tokens(
+    model: &GgufModel,
+    request: &ChatRequest,
+) -> Result<Vec<TokenId>, ModelError> {
+    if request.messages.is_empty() {
+        return Err(ModelError::InvalidRequest(
+            "messages must not be empty".into(),
+        ));
+    }
+    let prompt = template::render(model, &request.messages)?;
+    // The rendered template contains control tokens as text (e.g. <|im_start|>). Templates that
+    // write the BOS token themselves must not get a second one.
+    let bos = model.bos_text();
+    let add_bos = model.adds_bos() && (bos.is_empty() || !prompt.starts_with(bos));
+    Ok(model.tokenize(&prompt, add_bos, true))
+}
+
+/// Validate a request against the context window and turn it into a job for an engine thread,
+/// with the stream its events will arrive on.
+pub(crate) fn prepare_job(
+    model: &GgufModel,
+    context: u32,
+    request: ChatRequest,
+) -> Result<(Job, EventStream), ModelError> {
+    let prompt = prompt_tokens(model, &request)?;
+    if prompt.is_empty() {
+        // Nothing to evaluate means no logits to sample the first token from.
+        return Err(ModelError::InvalidRequest(
+            "the prompt renders to no tokens".into(),
+        ));
+    }
+    let prompt_len = prompt.len() as u32;
+    let room = context.saturating_sub(prompt_len);
+    let max_new = request.params.max_tokens.unwrap_or(room);
+    if room == 0 || max_new > room {
+        return Err(ModelError::ContextOverflow {
+            limit: context,
+            requested: prompt_len + max_new.max(1),
+            prompt: prompt_len,
+            completion: max_new.max(1),
+        });
+    }
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let job = Job {
+        prompt,
+        params: request.params,
+        max_new_tokens: max_new.max(1),
+        seed,
+        events,
+    };
+    Ok((job, Box::pin(UnboundedReceiverStream::new(rx))))
 }
 
 impl ChatModel for LocalModel {

@@ -39,16 +39,44 @@ impl Sampler {
         if self.is_greedy() {
             return argmax(logits);
         }
-        let candidates = self.candidates(logits);
+        let distribution = self.distribution(logits);
+        self.pick(&distribution)
+    }
+
+    /// The normalized distribution the sampler draws from (after temperature, top-k, top-p).
+    pub fn distribution(&self, logits: &[f32]) -> Vec<(TokenId, f32)> {
+        let mut candidates = self.candidates(logits);
         let total: f32 = candidates.iter().map(|c| c.1).sum();
-        let mut target = self.rng.next_f32() * total;
-        for &(token, p) in &candidates {
+        if total > 0.0 {
+            for c in &mut candidates {
+                c.1 /= total;
+            }
+        }
+        candidates
+    }
+
+    /// Draw from `(token, weight)` pairs (weights need not sum to one).
+    pub fn pick(&mut self, distribution: &[(TokenId, f32)]) -> TokenId {
+        let total: f32 = distribution.iter().map(|c| c.1).sum();
+        let mut target = self.uniform() * total;
+        for &(token, p) in distribution {
             if target < p {
                 return token;
             }
             target -= p;
         }
-        candidates.last().map_or_else(|| argmax(logits), |c| c.0)
+        // Rounding left a sliver: the last token with any weight takes it.
+        distribution
+            .iter()
+            .rev()
+            .find(|c| c.1 > 0.0)
+            .or(distribution.last())
+            .map_or(0, |c| c.0)
+    }
+
+    /// A uniform draw from [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        self.rng.next_f32()
     }
 
     /// The (token, unnormalised probability) pairs the sampler draws from after temperature,

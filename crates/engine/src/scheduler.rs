@@ -4,79 +4,45 @@
 //! and dropping a request as soon as its client goes away.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
 use std::thread;
 
-use tandem_core::{
-    ChatEvent, FinishReason, ModelError, SamplingParams, TokenLogprob, TopLogprob, Usage,
-};
-use tokio::sync::mpsc::UnboundedSender;
+use tandem_core::{ModelError, Trace};
 
-use crate::context::{Context, Logits, SeqInput, MAX_INVARIANT_ROWS};
-use crate::sampler::{logprobs, Sampler, TokenId};
-use crate::text::{Step, TextAssembler};
+use crate::context::{Context, Logits, SeqInput, MAX_INVARIANT_ROWS, PREFILL_CHUNK};
+use crate::emit::Emitter;
+use crate::queue::{job_queue, Job, JobQueue, JobReceiver};
+use crate::sampler::{Sampler, TokenId};
 use crate::{EngineError, GgufModel};
-
-/// Prompt tokens evaluated per step: small enough that a long prompt does not stall everyone
-/// else's tokens for long, large enough to keep the matmuls busy. The same under any load, so a
-/// prompt is always cut into the same chunks and its logits never depend on what else runs.
-const PREFILL_CHUNK: usize = 128;
-
-pub(crate) type EventSender = UnboundedSender<Result<ChatEvent, ModelError>>;
-
-/// One request for the worker.
-pub(crate) struct Job {
-    pub prompt: Vec<TokenId>,
-    pub params: SamplingParams,
-    pub max_new_tokens: u32,
-    pub seed: u64,
-    pub events: EventSender,
-}
 
 /// Handle to a running worker.
 pub(crate) struct Scheduler {
-    jobs: mpsc::Sender<Job>,
-    waiting: Arc<AtomicUsize>,
-    max_queue: usize,
+    queue: JobQueue,
 }
 
 impl Scheduler {
     pub fn start(context: Context, max_queue: usize, name: &str) -> Result<Self, EngineError> {
-        let (jobs, rx) = mpsc::channel();
-        let waiting = Arc::new(AtomicUsize::new(0));
+        let (queue, jobs) = job_queue(max_queue);
         let worker = Worker {
             slots: (0..context.n_seq()).map(|_| None).collect(),
             ctx: context,
             queue: VecDeque::new(),
-            waiting: waiting.clone(),
+            jobs,
         };
         thread::Builder::new()
             .name(format!("tandem-engine-{name}"))
-            .spawn(move || worker.run(rx))
+            .spawn(move || worker.run())
             .map_err(|e| EngineError::Context(format!("cannot start the engine thread: {e}")))?;
-        Ok(Self {
-            jobs,
-            waiting,
-            max_queue,
-        })
+        Ok(Self { queue })
     }
 
     /// Queue a request; fails fast when the queue is full.
     pub fn submit(&self, job: Job, model_name: &str) -> Result<(), ModelError> {
-        if self.waiting.load(Ordering::SeqCst) >= self.max_queue {
-            return Err(ModelError::Overloaded(model_name.to_string()));
-        }
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        self.jobs.send(job).map_err(|_| {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            ModelError::Internal("the engine thread has stopped".into())
-        })
+        self.queue.submit(job, model_name)
     }
 
     /// Requests waiting for a free slot.
     pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
+        self.queue.waiting()
     }
 }
 
@@ -88,27 +54,26 @@ struct Active {
     /// Sampled, sent, but not yet evaluated.
     last: Option<TokenId>,
     sampler: Sampler,
-    text: TextAssembler,
-    generated: u32,
+    emitter: Emitter,
 }
 
 struct Worker {
     ctx: Context,
     slots: Vec<Option<Active>>,
     queue: VecDeque<Job>,
-    waiting: Arc<AtomicUsize>,
+    jobs: JobReceiver,
 }
 
 impl Worker {
-    fn run(mut self, rx: mpsc::Receiver<Job>) {
+    fn run(mut self) {
         loop {
             if self.slots.iter().all(Option::is_none) && self.queue.is_empty() {
-                match rx.recv() {
-                    Ok(job) => self.queue.push_back(job),
-                    Err(_) => return, // every handle dropped: shut down
+                match self.jobs.recv() {
+                    Some(job) => self.queue.push_back(job),
+                    None => return, // every handle dropped: shut down
                 }
             }
-            while let Ok(job) = rx.try_recv() {
+            while let Some(job) = self.jobs.try_recv() {
                 self.queue.push_back(job);
             }
             self.admit();
@@ -120,13 +85,12 @@ impl Worker {
     fn admit(&mut self) {
         let before = self.queue.len();
         self.queue.retain(|job| !job.events.is_closed());
-        self.waiting
-            .fetch_sub(before - self.queue.len(), Ordering::SeqCst);
+        self.jobs.taken(before - self.queue.len());
         while let Some(seq) = self.best_free_slot() {
             let Some(job) = self.queue.pop_front() else {
                 return;
             };
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.jobs.taken(1);
             // Reuse the longest cached prefix, but always evaluate at least one prompt token
             // so there are logits to sample from.
             let cached = self.ctx.tokens(seq);
@@ -145,8 +109,12 @@ impl Worker {
                 pending: job.prompt[common..].to_vec(),
                 last: None,
                 sampler: Sampler::new(&job.params, job.seed),
-                text: TextAssembler::new(&job.params.stop),
-                generated: 0,
+                emitter: Emitter::new(
+                    job.events.clone(),
+                    &job.params,
+                    job.prompt.len() as u32,
+                    job.max_new_tokens,
+                ),
                 job,
             });
         }
@@ -252,87 +220,14 @@ impl Worker {
 /// Sample from `row`, stream the result; true when the request is finished.
 fn emit_next_token(active: &mut Active, row: &[f32], model: &GgufModel) -> bool {
     let token = active.sampler.sample(row);
-    let prompt_tokens = active.job.prompt.len() as u32;
-    let done = |active: &mut Active, reason: FinishReason| {
-        let _ = active.job.events.send(Ok(ChatEvent::Done {
-            finish_reason: reason,
-            usage: Usage {
-                prompt_tokens,
-                completion_tokens: active.generated,
-            },
-        }));
-    };
-    if model.is_end_of_generation(token) {
-        let rest = active.text.finish();
-        send_delta(active, rest, Vec::new());
-        done(active, FinishReason::Stop);
-        return true;
-    }
-    active.generated += 1;
-    let bytes = model.token_bytes(token);
-    let token_logprobs = if active.job.params.logprobs {
-        vec![token_logprob(
-            row,
-            token,
-            &bytes,
-            active.job.params.top_logprobs,
-            model,
-        )]
-    } else {
-        Vec::new()
-    };
-    match active.text.push(&bytes) {
-        Step::Stopped(text) => {
-            send_delta(active, text, token_logprobs);
-            done(active, FinishReason::Stop);
+    match active.emitter.push(token, row, model) {
+        Some(reason) => {
+            active.emitter.finish(reason, Trace::default());
             true
         }
-        Step::Emit(text) => {
-            send_delta(active, text, token_logprobs);
-            if active.generated >= active.job.max_new_tokens {
-                let rest = active.text.finish();
-                send_delta(active, rest, Vec::new());
-                done(active, FinishReason::Length);
-                true
-            } else {
-                active.last = Some(token);
-                false
-            }
+        None => {
+            active.last = Some(token);
+            false
         }
-    }
-}
-
-fn send_delta(active: &Active, text: String, logprobs: Vec<TokenLogprob>) {
-    if !text.is_empty() || !logprobs.is_empty() {
-        let _ = active
-            .job
-            .events
-            .send(Ok(ChatEvent::Delta { text, logprobs }));
-    }
-}
-
-fn token_logprob(
-    row: &[f32],
-    token: TokenId,
-    bytes: &[u8],
-    top_n: u8,
-    model: &GgufModel,
-) -> TokenLogprob {
-    let (logprob, top) = logprobs(row, token, top_n as usize);
-    TokenLogprob {
-        token: String::from_utf8_lossy(bytes).into_owned(),
-        bytes: bytes.to_vec(),
-        logprob,
-        top_logprobs: top
-            .into_iter()
-            .map(|(t, lp)| {
-                let b = model.token_bytes(t);
-                TopLogprob {
-                    token: String::from_utf8_lossy(&b).into_owned(),
-                    bytes: b,
-                    logprob: lp,
-                }
-            })
-            .collect(),
     }
 }

@@ -1,235 +1,293 @@
-//! Lossless greedy speculative decoding at the token level: a drafter proposes the next tokens,
-//! the target model verifies them in one pass, and the output is token-for-token what plain
-//! greedy decoding of the target gives.
+//! Lossless speculative decoding at the token level: drafters propose the next tokens, the target
+//! model verifies them in one pass, and the output is what the target alone would give — token
+//! for token under greedy decoding, in distribution under sampling (Leviathan et al. / Chen et
+//! al. rejection sampling).
 //!
 //! Exactness needs more than the accept rule: the verification pass must produce the same logits
-//! as one-token steps would. ggml's batched kernels round differently from about four rows on, so
-//! a verification pass carries at most [`MAX_INVARIANT_ROWS`] tokens (the last accepted token and
-//! up to two drafts). On this 2-core machine verification is far from free anyway (5 tokens cost
-//! ~2.3× one), so short drafts are also the ones that can pay.
-//!
-//! Still to come (issue 6): rejection sampling for temperature > 0, the adaptive policy, serving
-//! a speculative pair by name, and `tandem bench speculative`.
+//! as one-token steps would. ggml's batched kernels round differently from four rows on, so a
+//! pass carries at most [`MAX_INVARIANT_ROWS`] tokens (the last accepted token and up to two
+//! drafts). [`DraftPolicy`] decides before every pass whether drafting pays, from measured costs.
+
+use std::time::Instant;
+
+use tandem_core::SpeculativeTrace;
 
 use crate::context::{Context, Logits, MAX_INVARIANT_ROWS};
-use crate::sampler::{argmax, TokenId};
-use crate::{EngineError, GgufModel};
+use crate::draft::{Draft, DraftSource, ModelDrafter, PromptLookup};
+use crate::policy::{DraftPolicy, Plan};
+use crate::sampler::{argmax, Sampler, TokenId};
+use crate::EngineError;
 
-/// Proposes likely next tokens given everything so far.
-pub trait Drafter {
-    /// Up to `max` tokens that may follow `history`; fewer (or none) when unsure.
-    fn draft(&mut self, history: &[TokenId], max: usize) -> Vec<TokenId>;
+/// Whether to go on after a token was streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
 }
 
-/// Prompt-lookup drafting: if the last few tokens occurred before, propose what followed them
-/// then. Costs no model call; pays off when the answer quotes the prompt (code edits).
-#[derive(Debug, Clone)]
-pub struct PromptLookup {
-    /// Longest n-gram to match; shorter ones are tried down to `min_ngram`.
-    pub max_ngram: usize,
-    pub min_ngram: usize,
+/// The drafters and the policy that chooses between them.
+pub struct Drafters<'a> {
+    pub lookup: Option<&'a PromptLookup>,
+    pub model: Option<&'a mut ModelDrafter>,
+    pub policy: &'a mut DraftPolicy,
+    /// Samples the draft model's tokens when the request is not greedy (its own random stream).
+    pub draft_sampler: Sampler,
 }
 
-impl Default for PromptLookup {
-    fn default() -> Self {
-        Self {
-            max_ngram: 3,
-            min_ngram: 2,
-        }
-    }
-}
-
-impl Drafter for PromptLookup {
-    fn draft(&mut self, history: &[TokenId], max: usize) -> Vec<TokenId> {
-        for n in (self.min_ngram.max(1)..=self.max_ngram).rev() {
-            if history.len() <= n {
-                continue;
-            }
-            let tail = &history[history.len() - n..];
-            // The most recent earlier occurrence is the likeliest to continue the same way.
-            let found = (0..history.len() - n)
-                .rev()
-                .find(|&start| &history[start..start + n] == tail);
-            if let Some(start) = found {
-                let from = start + n;
-                let to = (from + max).min(history.len());
-                return history[from..to].to_vec();
-            }
-        }
-        Vec::new()
-    }
-}
-
-/// A smaller model with the same vocabulary drafts greedily. Its sequence keeps the history it
-/// has seen, so each call only evaluates what is new since the last one.
-pub struct ModelDrafter {
-    ctx: Context,
-}
-
-impl ModelDrafter {
-    /// `ctx` runs the draft model; its sequence 0 is used. Fails when the draft model's
-    /// vocabulary differs from the target's.
-    pub fn new(ctx: Context, target: &GgufModel) -> Result<Self, EngineError> {
-        check_vocab_compatible(target, ctx.model())?;
-        Ok(Self { ctx })
-    }
-
-    fn try_draft(&mut self, history: &[TokenId], max: usize) -> Result<Vec<TokenId>, EngineError> {
-        let cached = self.ctx.tokens(0);
-        let common = cached
-            .iter()
-            .zip(history)
-            .take_while(|(a, b)| a == b)
-            .count()
-            // Re-evaluate at least the last token: its logits give the first draft.
-            .min(history.len().saturating_sub(1));
-        self.ctx.keep(0, common)?;
-        let mut row = self.ctx.eval(0, &history[common..], Logits::Last)?;
-        let mut draft = Vec::with_capacity(max);
-        while draft.len() < max {
-            let token = row.last().map_or(0, |r| argmax(r));
-            draft.push(token);
-            if draft.len() < max {
-                row = self.ctx.eval(0, &[token], Logits::Last)?;
-            }
-        }
-        Ok(draft)
-    }
-}
-
-impl Drafter for ModelDrafter {
-    fn draft(&mut self, history: &[TokenId], max: usize) -> Vec<TokenId> {
-        if max == 0 || history.is_empty() {
-            return Vec::new();
-        }
-        // A failed draft costs nothing but speed: the target still decides every token.
-        self.try_draft(history, max).unwrap_or_else(|e| {
-            tracing::warn!("draft model failed, continuing without drafts: {e}");
-            let _ = self.ctx.clear(0);
-            Vec::new()
-        })
-    }
-}
-
-/// Two models can pair for speculative decoding only when every token id means the same text.
-pub fn check_vocab_compatible(target: &GgufModel, draft: &GgufModel) -> Result<(), EngineError> {
-    if target.n_vocab() != draft.n_vocab() {
-        return Err(EngineError::InvalidInput(format!(
-            "draft model {} has a vocabulary of {} tokens but target {} has {}: they cannot pair for speculative decoding",
-            draft.id(),
-            draft.n_vocab(),
-            target.id(),
-            target.n_vocab()
-        )));
-    }
-    let mismatch =
-        (0..target.n_vocab() as TokenId).find(|&t| target.token_text(t) != draft.token_text(t));
-    match mismatch {
-        None => Ok(()),
-        Some(t) => Err(EngineError::InvalidInput(format!(
-            "draft model {} and target {} disagree on token {t} ({:?} vs {:?}): they cannot pair for speculative decoding",
-            draft.id(),
-            target.id(),
-            String::from_utf8_lossy(&draft.token_text(t)),
-            String::from_utf8_lossy(&target.token_text(t)),
-        ))),
-    }
-}
-
-/// What a speculative generation did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SpeculativeStats {
-    /// Target-model passes (each evaluates the last token plus the drafts).
-    pub verify_passes: u32,
-    pub drafted: u32,
-    pub accepted: u32,
-}
-
-impl SpeculativeStats {
-    pub fn acceptance_rate(&self) -> f64 {
-        if self.drafted == 0 {
-            0.0
-        } else {
-            f64::from(self.accepted) / f64::from(self.drafted)
-        }
-    }
-}
-
-/// Greedy generation of up to `max_new` tokens after `prompt` on sequence `seq` of `ctx` (which
-/// is cleared first), stopping after a token for which `is_end` is true (that token included).
-/// Returns exactly the tokens plain greedy decoding would.
-pub fn generate_greedy(
+/// Generate after `prompt` on sequence `seq` of `ctx` (reusing its cached prefix), calling `sink`
+/// with every token in order together with the target logits it was chosen from, until `sink`
+/// says stop or `max_new` tokens were produced. `sampler` is the request's.
+pub fn generate(
     ctx: &mut Context,
     seq: usize,
     prompt: &[TokenId],
     max_new: usize,
-    drafter: &mut dyn Drafter,
-    is_end: &dyn Fn(TokenId) -> bool,
-) -> Result<(Vec<TokenId>, SpeculativeStats), EngineError> {
-    let mut stats = SpeculativeStats::default();
-    let mut out: Vec<TokenId> = Vec::new();
-    if max_new == 0 || prompt.is_empty() {
-        return Ok((out, stats));
+    sampler: &mut Sampler,
+    drafters: Drafters<'_>,
+    sink: &mut dyn FnMut(TokenId, &[f32]) -> Flow,
+) -> Result<SpeculativeTrace, EngineError> {
+    let Drafters {
+        lookup,
+        mut model,
+        policy,
+        mut draft_sampler,
+    } = drafters;
+    let started = Instant::now();
+    let mut trace = SpeculativeTrace::default();
+    if max_new == 0 {
+        return Ok(trace);
     }
-    ctx.clear(seq)?;
-    let first = ctx.eval(seq, prompt, Logits::Last)?;
-    let mut next = first.last().map_or(0, |row| argmax(row));
+    let first_row = ctx.prefill(seq, prompt)?;
+    trace.prefill_ms = ms_since(started);
+    let mut next = sampler.sample(&first_row);
     let mut history: Vec<TokenId> = prompt.to_vec();
+    let mut produced = 0usize;
+    let mut row_of_next = first_row;
     loop {
-        out.push(next);
+        produced += 1;
+        trace.generated += 1;
         history.push(next);
-        if is_end(next) || out.len() >= max_new {
-            return Ok((out, stats));
+        if sink(next, &row_of_next) == Flow::Stop || produced >= max_new {
+            break;
         }
-        let room = (max_new - out.len()).min(MAX_INVARIANT_ROWS - 1);
-        let draft = drafter.draft(&history, room);
-        let mut batch = Vec::with_capacity(draft.len() + 1);
+        // Drafts never run past max_new: every verified token can be used.
+        let room = (max_new - produced).min(MAX_INVARIANT_ROWS - 1);
+        let draft_start = Instant::now();
+        let lookup_tokens = lookup.map_or_else(Vec::new, |l| l.draft(&history, room));
+        let plan = policy.plan(lookup_tokens.len().min(room), model.is_some() && room > 0);
+        let plan = Plan {
+            len: plan.len.min(room),
+            ..plan
+        };
+        let draft = match (plan.source, model.as_deref_mut()) {
+            (Some(DraftSource::Lookup), _) => Draft {
+                tokens: lookup_tokens[..plan.len].to_vec(),
+                probs: Vec::new(),
+            },
+            (Some(DraftSource::Model), Some(drafter)) => {
+                let d = drafter.draft(&history, plan.len, Some(&mut draft_sampler));
+                policy.record_draft(d.tokens.len(), ms_since(draft_start));
+                d
+            }
+            _ => Draft::default(),
+        };
+        trace.draft_ms += ms_since(draft_start);
+
+        let verify_start = Instant::now();
+        let mut batch = Vec::with_capacity(draft.tokens.len() + 1);
         batch.push(next);
-        batch.extend_from_slice(&draft);
-        let rows = ctx.eval(seq, &batch, Logits::All)?;
-        stats.verify_passes += 1;
-        stats.drafted += draft.len() as u32;
+        batch.extend_from_slice(&draft.tokens);
+        let logits = if draft.tokens.is_empty() {
+            Logits::Last
+        } else {
+            Logits::All
+        };
+        let mut rows = ctx.eval(seq, &batch, logits)?;
+        let verify_ms = ms_since(verify_start);
+        trace.verify_ms += verify_ms;
+        trace.verify_passes += 1;
+        policy.record_verify(batch.len(), verify_ms);
+
         // rows[i] is the target's distribution after batch[i].
-        let mut accepted = 0;
-        for (i, &token) in draft.iter().enumerate() {
-            if argmax(&rows[i]) != token {
+        let (accepted, following) = judge(&draft, &rows, sampler);
+        if let Some(source) = plan.source.filter(|_| !draft.tokens.is_empty()) {
+            policy.record_outcome(source, draft.tokens.len(), accepted);
+            match source {
+                DraftSource::Lookup => {
+                    trace.lookup_drafted += draft.tokens.len() as u32;
+                    trace.lookup_accepted += accepted as u32;
+                }
+                DraftSource::Model => {
+                    trace.model_drafted += draft.tokens.len() as u32;
+                    trace.model_accepted += accepted as u32;
+                }
+            }
+        }
+        let mut stopped = false;
+        for (i, &token) in draft.tokens[..accepted].iter().enumerate() {
+            produced += 1;
+            trace.generated += 1;
+            history.push(token);
+            if sink(token, &rows[i]) == Flow::Stop || produced >= max_new {
+                stopped = true;
                 break;
             }
-            accepted += 1;
-            out.push(token);
-            history.push(token);
-            if is_end(token) || out.len() >= max_new {
-                stats.accepted += accepted as u32;
-                return Ok((out, stats));
-            }
         }
-        stats.accepted += accepted as u32;
-        ctx.truncate(seq, draft.len() - accepted)?;
-        next = argmax(&rows[accepted]);
+        if stopped {
+            break;
+        }
+        // Rejected drafts leave the cache; the target's own token comes next.
+        ctx.truncate(seq, draft.tokens.len() - accepted)?;
+        next = following;
+        row_of_next = rows.swap_remove(accepted);
     }
+    trace.other_ms =
+        (ms_since(started) - trace.prefill_ms - trace.draft_ms - trace.verify_ms).max(0.0);
+    Ok(trace)
+}
+
+/// How many drafted tokens the target accepts, and the token that follows them (the target's
+/// correction at the first rejection, or its own next token after a fully accepted draft).
+fn judge(draft: &Draft, rows: &[Vec<f32>], sampler: &mut Sampler) -> (usize, TokenId) {
+    let row = |i: usize| rows.get(i).map_or(&[][..], Vec::as_slice);
+    if sampler.is_greedy() {
+        let accepted = draft
+            .tokens
+            .iter()
+            .enumerate()
+            .take_while(|&(i, &t)| argmax(row(i)) == t)
+            .count();
+        return (accepted, argmax(row(accepted)));
+    }
+    for (i, &token) in draft.tokens.iter().enumerate() {
+        let p = sampler.distribution(row(i));
+        let u = sampler.uniform();
+        match accept_or_correct(&p, draft, i, token, u) {
+            None => continue,
+            Some(residual) => return (i, sampler.pick(&residual)),
+        }
+    }
+    let accepted = draft.tokens.len();
+    (accepted, sampler.sample(row(accepted)))
+}
+
+/// Rejection sampling for one drafted token: accept `token` when `u < p(token) / q(token)`;
+/// otherwise return the residual distribution max(0, p − q) to draw the correction from. With
+/// q the drafter's distribution (a point mass for deterministic drafts), the token that ends up
+/// at this position is distributed exactly as p.
+fn accept_or_correct(
+    p: &[(TokenId, f32)],
+    draft: &Draft,
+    i: usize,
+    token: TokenId,
+    u: f32,
+) -> Option<Vec<(TokenId, f32)>> {
+    let p_token = p.iter().find(|c| c.0 == token).map_or(0.0, |c| c.1);
+    let q_token = draft.q(i);
+    if q_token > 0.0 && u < p_token / q_token {
+        return None;
+    }
+    let q_of = |t: TokenId| -> f32 {
+        match draft.probs.get(i) {
+            Some(dist) => dist.iter().find(|c| c.0 == t).map_or(0.0, |c| c.1),
+            None => f32::from(u8::from(t == token)),
+        }
+    };
+    let residual: Vec<(TokenId, f32)> = p
+        .iter()
+        .map(|&(t, pt)| (t, (pt - q_of(t)).max(0.0)))
+        .filter(|c| c.1 > 0.0)
+        .collect();
+    // p ≤ q everywhere only happens when p = q up to rounding: then p itself is the residual.
+    Some(if residual.is_empty() {
+        p.to_vec()
+    } else {
+        residual
+    })
+}
+
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tandem_core::SamplingParams;
 
-    #[test]
-    fn lookup_proposes_what_followed_the_last_ngram() {
-        let mut lookup = PromptLookup::default();
-        // ... 7 8 9 [10 11] ... 7 8 9 -> 10 11
-        let history = [1, 7, 8, 9, 10, 11, 12, 5, 7, 8, 9];
-        assert_eq!(lookup.draft(&history, 2), vec![10, 11]);
-        assert_eq!(lookup.draft(&history, 5), vec![10, 11, 12, 5, 7]);
-        assert!(lookup.draft(&[1, 2, 3, 4], 2).is_empty());
+    fn sampler(seed: u64) -> Sampler {
+        Sampler::new(
+            &SamplingParams {
+                temperature: Some(1.0),
+                seed: Some(seed),
+                ..SamplingParams::default()
+            },
+            0,
+        )
+    }
+
+    /// Draft from q, accept or correct against p, many times: the result must follow p.
+    fn empirical(p: &[(TokenId, f32)], q: Option<&[(TokenId, f32)]>, n: usize) -> Vec<f64> {
+        let mut s = sampler(11);
+        let mut counts = vec![0usize; p.len()];
+        for _ in 0..n {
+            let (token, probs) = match q {
+                Some(q) => (s.pick(q), vec![q.to_vec()]),
+                None => (0, Vec::new()), // lookup always proposes token 0
+            };
+            let draft = Draft {
+                tokens: vec![token],
+                probs,
+            };
+            let u = s.uniform();
+            let out = match accept_or_correct(p, &draft, 0, token, u) {
+                None => token,
+                Some(residual) => s.pick(&residual),
+            };
+            counts[out as usize] += 1;
+        }
+        counts.iter().map(|&c| c as f64 / n as f64).collect()
     }
 
     #[test]
-    fn lookup_prefers_the_most_recent_match() {
-        let mut lookup = PromptLookup {
-            max_ngram: 2,
-            min_ngram: 2,
+    fn rejection_sampling_preserves_the_target_distribution() {
+        let p = [(0, 0.5), (1, 0.3), (2, 0.2)];
+        let q = [(0, 0.1), (1, 0.6), (2, 0.3)];
+        for got in [empirical(&p, Some(&q), 60_000), empirical(&p, None, 60_000)] {
+            for (g, want) in got.iter().zip([0.5, 0.3, 0.2]) {
+                assert!((g - want).abs() < 0.01, "{got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_token_the_target_rules_out_is_never_kept() {
+        let p = [(1, 1.0)];
+        let draft = Draft {
+            tokens: vec![0],
+            probs: Vec::new(),
         };
-        let history = [4, 5, 1, 4, 5, 2, 4, 5];
-        assert_eq!(lookup.draft(&history, 1), vec![2]);
+        let residual = accept_or_correct(&p, &draft, 0, 0, 0.0);
+        assert_eq!(residual, Some(vec![(1, 1.0)]));
+    }
+
+    #[test]
+    fn greedy_judging_accepts_the_matching_prefix() {
+        let rows = vec![
+            vec![0.0, 1.0, 0.0],
+            vec![2.0, 0.0, 0.0],
+            vec![0.0, 0.0, 3.0],
+        ];
+        let draft = Draft {
+            tokens: vec![1, 1],
+            probs: Vec::new(),
+        };
+        let mut greedy = Sampler::greedy();
+        assert_eq!(judge(&draft, &rows, &mut greedy), (1, 0));
+        let draft = Draft {
+            tokens: vec![1, 0],
+            probs: Vec::new(),
+        };
+        assert_eq!(judge(&draft, &rows, &mut greedy), (2, 2));
     }
 }

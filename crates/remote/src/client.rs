@@ -318,6 +318,7 @@ impl Inner {
                 .logprobs
                 .then(|| choice.logprobs.map(|l| l.into_core()).unwrap_or_default()),
             text,
+            trace: Default::default(),
         })
     }
 }
@@ -484,6 +485,7 @@ impl SseReader {
                 prompt_tokens: self.prompt_estimate,
                 completion_tokens: self.content_chunks,
             }),
+            trace: Default::default(),
         })
     }
 }

@@ -240,7 +240,8 @@ async fn stream_reassembles_text_exactly_and_sends_the_right_request() {
             usage: Usage {
                 prompt_tokens: 11,
                 completion_tokens: 5
-            }
+            },
+            trace: Default::default(),
         }))
     );
     let dones = events
@@ -316,7 +317,8 @@ async fn stream_parses_logprobs() {
             usage: Usage {
                 prompt_tokens: 0,
                 completion_tokens: 1
-            }
+            },
+            trace: Default::default(),
         })
     );
     let body = &up.seen()[0].body;
@@ -348,7 +350,8 @@ async fn stream_without_usage_is_estimated() {
             usage: Usage {
                 prompt_tokens: 3,
                 completion_tokens: 3
-            }
+            },
+            trace: Default::default(),
         }))
     );
 }

@@ -134,10 +134,13 @@ async fn handle(
             answer.usage.prompt_tokens,
             answer.usage.completion_tokens,
         );
+        state.metrics.trace(&name, &answer.trace);
         if let Some(record) = record.as_mut() {
             record.finish("ok");
         }
-        Json(openai::completion_json(&id, created, &name, &answer)).into_response()
+        let mut body = openai::completion_json(&id, created, &name, &answer);
+        openai::attach_trace(&mut body, &answer.trace);
+        Json(body).into_response()
     };
     if let Ok(value) = HeaderValue::from_str(&served_by) {
         response.headers_mut().insert("x-tandem-served-by", value);
@@ -215,15 +218,19 @@ fn queue_event(s: &mut SseState, event: ChatEvent) {
         ChatEvent::Done {
             finish_reason,
             usage,
+            trace,
         } => {
-            s.queued.push_back(openai::chunk_json(
+            let mut finish = openai::chunk_json(
                 &s.id,
                 s.created,
                 &s.name,
                 json!({}),
                 None,
                 Some(finish_reason.as_str()),
-            ));
+            );
+            openai::attach_trace(&mut finish, &trace);
+            s.queued.push_back(finish);
+            s.record.state.metrics.trace(&s.name, &trace);
             if s.include_usage {
                 s.queued
                     .push_back(openai::usage_chunk_json(&s.id, s.created, &s.name, &usage));

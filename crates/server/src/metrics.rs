@@ -6,6 +6,8 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tandem_core::Trace;
+
 /// Upper bounds (seconds) of the latency histograms.
 const BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0,
@@ -37,6 +39,8 @@ struct Inner {
     tokens: BTreeMap<(String, &'static str), u64>,
     latency: BTreeMap<String, Histogram>,
     ttft: BTreeMap<String, Histogram>,
+    /// Speculative decoding counters by (model, counter name).
+    speculative: BTreeMap<(String, &'static str), u64>,
     in_flight: i64,
 }
 
@@ -112,6 +116,26 @@ impl Metrics {
         });
     }
 
+    /// What a finished request's trace says (speculative drafts, acceptance, passes).
+    pub fn trace(&self, model: &str, trace: &Trace) {
+        let Some(spec) = trace.speculative else {
+            return;
+        };
+        let model = self.label(model);
+        self.with(|i| {
+            for (counter, n) in [
+                ("verify_passes", spec.verify_passes),
+                ("generated", spec.generated),
+                ("lookup_drafted", spec.lookup_drafted),
+                ("lookup_accepted", spec.lookup_accepted),
+                ("model_drafted", spec.model_drafted),
+                ("model_accepted", spec.model_accepted),
+            ] {
+                *i.speculative.entry((model.clone(), counter)).or_default() += u64::from(n);
+            }
+        });
+    }
+
     pub fn render(&self) -> String {
         let Ok(inner) = self.inner.lock() else {
             return String::new();
@@ -150,6 +174,7 @@ impl Metrics {
                 "tandem_tokens_total{{model=\"{model}\",kind=\"{kind}\"}} {n}"
             );
         }
+        render_speculative(&mut out, &inner.speculative);
         let _ = writeln!(
             out,
             "# HELP tandem_in_flight_requests Requests being answered now."
@@ -169,6 +194,68 @@ impl Metrics {
             &inner.ttft,
         );
         out
+    }
+}
+
+/// Speculative counters, plus the acceptance rate and tokens per pass derived from them (the
+/// counters stay the truth: rates over a window come from `rate()` of the counters).
+fn render_speculative(out: &mut String, counters: &BTreeMap<(String, &'static str), u64>) {
+    if counters.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tandem_speculative_tokens_total Speculative decoding: target passes, tokens generated, drafted and accepted by drafter."
+    );
+    let _ = writeln!(out, "# TYPE tandem_speculative_tokens_total counter");
+    for ((model, counter), n) in counters {
+        let _ = writeln!(
+            out,
+            "tandem_speculative_tokens_total{{model=\"{model}\",counter=\"{counter}\"}} {n}"
+        );
+    }
+    let get = |model: &str, counter: &str| {
+        counters
+            .iter()
+            .find(|((m, c), _)| m == model && *c == counter)
+            .map_or(0.0, |(_, &n)| n as f64)
+    };
+    let mut models: Vec<&String> = counters.keys().map(|(m, _)| m).collect();
+    models.dedup();
+    let _ = writeln!(
+        out,
+        "# HELP tandem_speculative_acceptance_rate Drafted tokens the target accepted, since start."
+    );
+    let _ = writeln!(out, "# TYPE tandem_speculative_acceptance_rate gauge");
+    for model in &models {
+        let drafted = get(model, "lookup_drafted") + get(model, "model_drafted");
+        let accepted = get(model, "lookup_accepted") + get(model, "model_accepted");
+        let rate = if drafted > 0.0 {
+            accepted / drafted
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "tandem_speculative_acceptance_rate{{model=\"{model}\"}} {rate}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tandem_speculative_tokens_per_pass Tokens generated per target pass, since start (1 is plain decoding)."
+    );
+    let _ = writeln!(out, "# TYPE tandem_speculative_tokens_per_pass gauge");
+    for model in &models {
+        let passes = get(model, "verify_passes");
+        let per_pass = if passes > 0.0 {
+            get(model, "generated") / passes
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "tandem_speculative_tokens_per_pass{{model=\"{model}\"}} {per_pass}"
+        );
     }
 }
 
@@ -227,5 +314,30 @@ mod tests {
         );
         assert!(!text.contains("secret"));
         assert!(text.contains("tandem_in_flight_requests 0"));
+        assert!(!text.contains("tandem_speculative"));
+    }
+
+    #[test]
+    fn renders_speculative_counters_and_rates() {
+        let m = Metrics::new(["fast".to_string()].into_iter());
+        let trace = Trace {
+            speculative: Some(tandem_core::SpeculativeTrace {
+                verify_passes: 4,
+                generated: 8,
+                lookup_drafted: 6,
+                lookup_accepted: 3,
+                model_drafted: 2,
+                model_accepted: 1,
+                ..Default::default()
+            }),
+        };
+        m.trace("fast", &trace);
+        m.trace("fast", &Trace::default());
+        let text = m.render();
+        assert!(text.contains(
+            "tandem_speculative_tokens_total{model=\"fast\",counter=\"lookup_drafted\"} 6"
+        ));
+        assert!(text.contains("tandem_speculative_acceptance_rate{model=\"fast\"} 0.5"));
+        assert!(text.contains("tandem_speculative_tokens_per_pass{model=\"fast\"} 2"));
     }
 }

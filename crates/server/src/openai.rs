@@ -3,7 +3,9 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tandem_core::{ChatRequest, ChatResponse, Message, Role, SamplingParams, TokenLogprob, Usage};
+use tandem_core::{
+    ChatRequest, ChatResponse, Message, Role, SamplingParams, TokenLogprob, Trace, Usage,
+};
 
 use crate::ApiError;
 
@@ -278,6 +280,20 @@ pub fn completion_json(id: &str, created: u64, model: &str, response: &ChatRespo
         }],
         "usage": usage_json(&response.usage),
     })
+}
+
+/// Adds the request's trace as a `tandem_trace` field (clients ignore fields they don't know);
+/// nothing when the trace is empty.
+pub fn attach_trace(body: &mut Value, trace: &Trace) {
+    if trace.is_empty() {
+        return;
+    }
+    let mut value = json!(trace);
+    if let (Some(spec), Some(obj)) = (trace.speculative, value.get_mut("speculative")) {
+        obj["acceptance_rate"] = json!(spec.acceptance_rate());
+        obj["tokens_per_pass"] = json!(spec.tokens_per_pass());
+    }
+    body["tandem_trace"] = value;
 }
 
 /// One `chat.completion.chunk`.

@@ -1,0 +1,104 @@
+//! What a request did, beyond its text: recorded by the model that answered, returned with the
+//! final event, exposed in the API response and in the metrics.
+
+use serde::{Deserialize, Serialize};
+
+/// The per-request trace. Each part is present only when that mechanism ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speculative: Option<SpeculativeTrace>,
+}
+
+impl Trace {
+    pub fn is_empty(&self) -> bool {
+        self.speculative.is_none()
+    }
+}
+
+/// Speculative decoding: how many tokens were drafted and accepted, by which drafter, and where
+/// the time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpeculativeTrace {
+    /// Target-model decode passes (each verifies zero or more drafted tokens).
+    pub verify_passes: u32,
+    /// Tokens proposed by prompt lookup, and how many of them the target accepted.
+    pub lookup_drafted: u32,
+    pub lookup_accepted: u32,
+    /// Tokens proposed by the draft model, and how many of them the target accepted.
+    pub model_drafted: u32,
+    pub model_accepted: u32,
+    /// Tokens the target produced (accepted drafts plus one of its own per pass).
+    pub generated: u32,
+    pub prefill_ms: f64,
+    pub draft_ms: f64,
+    pub verify_ms: f64,
+    /// Everything else inside the generation loop: sampling, lookup, streaming.
+    pub other_ms: f64,
+}
+
+impl SpeculativeTrace {
+    pub fn drafted(&self) -> u32 {
+        self.lookup_drafted + self.model_drafted
+    }
+
+    pub fn accepted(&self) -> u32 {
+        self.lookup_accepted + self.model_accepted
+    }
+
+    /// Accepted over drafted, 0 when nothing was drafted.
+    pub fn acceptance_rate(&self) -> f64 {
+        ratio(self.accepted(), self.drafted())
+    }
+
+    /// Tokens produced per target pass (1.0 is plain decoding).
+    pub fn tokens_per_pass(&self) -> f64 {
+        ratio(self.generated, self.verify_passes)
+    }
+
+    /// Adds another generation's counts and times.
+    pub fn add(&mut self, other: &SpeculativeTrace) {
+        self.verify_passes += other.verify_passes;
+        self.lookup_drafted += other.lookup_drafted;
+        self.lookup_accepted += other.lookup_accepted;
+        self.model_drafted += other.model_drafted;
+        self.model_accepted += other.model_accepted;
+        self.generated += other.generated;
+        self.prefill_ms += other.prefill_ms;
+        self.draft_ms += other.draft_ms;
+        self.verify_ms += other.verify_ms;
+        self.other_ms += other.other_ms;
+    }
+}
+
+fn ratio(a: u32, b: u32) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        f64::from(a) / f64::from(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_sums() {
+        let mut t = SpeculativeTrace {
+            verify_passes: 4,
+            lookup_drafted: 4,
+            lookup_accepted: 3,
+            model_drafted: 2,
+            model_accepted: 0,
+            generated: 7,
+            ..SpeculativeTrace::default()
+        };
+        assert!((t.acceptance_rate() - 0.5).abs() < 1e-9);
+        assert!((t.tokens_per_pass() - 1.75).abs() < 1e-9);
+        t.add(&t.clone());
+        assert_eq!((t.drafted(), t.accepted(), t.verify_passes), (12, 6, 8));
+        assert_eq!(SpeculativeTrace::default().acceptance_rate(), 0.0);
+        assert!(Trace::default().is_empty());
+    }
+}
