@@ -15,6 +15,7 @@ use tandem_engine::sampler::argmax;
 use tandem_engine::{Context, ContextOptions, GgufModel, LocalModel, LocalModelOptions, Logits};
 use tandem_models::ModelStore;
 
+use crate::bench_output::{median, out_dir, round, write_outputs};
 use crate::output::{progress_line, say};
 
 #[derive(clap::Args)]
@@ -54,13 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &mut progress_line(args.model.clone()),
     )?;
     let threads = args.threads.unwrap_or_else(tandem_engine::default_threads);
-    let out = args.out.clone().unwrap_or_else(|| {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        PathBuf::from(format!("runs/bench-engine-{stamp}"))
-    });
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let out = out_dir(args.out.as_ref(), "bench-engine")?;
 
     let model = GgufModel::load(&path)?;
     let mut records: Vec<Value> = Vec::new();
@@ -158,7 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         summary["prompt_vs_reference"] = json!(round(summary_prompt / rp));
         summary["decode_vs_reference"] = json!(round(summary_decode / rd));
     }
-    write_outputs(&out, &summary, &records)?;
+    write_outputs(&out, "tandem bench engine", "", &summary, &records)?;
     say(serde_json::to_string_pretty(&summary)?);
     say(format!("written to {}", out.display()));
     Ok(())
@@ -264,37 +259,6 @@ fn llama_bench(dir: &Path, model: &Path, threads: u32, args: &Args) -> anyhow::R
             .context("llama-bench output lacks avg_ts")
     };
     Ok((speed(true)?, speed(false)?))
-}
-
-fn write_outputs(out: &Path, summary: &Value, records: &[Value]) -> anyhow::Result<()> {
-    std::fs::write(
-        out.join("summary.json"),
-        serde_json::to_string_pretty(summary)?,
-    )?;
-    let lines: Vec<String> = records.iter().map(Value::to_string).collect();
-    std::fs::write(out.join("records.jsonl"), lines.join("\n") + "\n")?;
-    let mut report = String::from("# tandem bench engine\n\n| metric | value |\n|---|---|\n");
-    if let Some(map) = summary.as_object() {
-        for (k, v) in map {
-            report.push_str(&format!("| {k} | {v} |\n"));
-        }
-    }
-    std::fs::write(out.join("report.md"), report)?;
-    Ok(())
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn round(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// Peak resident memory of this process (VmHWM), in MB.

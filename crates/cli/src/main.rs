@@ -1,8 +1,11 @@
 //! The `tandem` command. Wiring only: parse arguments, load config, build, run.
 
 mod bench_engine;
+mod bench_output;
+mod bench_speculative;
 mod build;
 mod chat;
+mod datasets;
 mod models_cmd;
 mod output;
 mod serve;
@@ -65,6 +68,8 @@ enum ModelsCommand {
 enum BenchCommand {
     /// Prompt and decode speed, time to first token, batch cost, memory of one local model.
     Engine(bench_engine::Args),
+    /// Speculative decoding of the large model with the small one drafting, vs plain decoding.
+    Speculative(bench_speculative::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +84,7 @@ fn main() -> std::process::ExitCode {
         },
         Command::Bench { command } => match command {
             BenchCommand::Engine(args) => bench_engine::run(args),
+            BenchCommand::Speculative(args) => bench_speculative::run(args),
         },
     };
     match result {

@@ -22,7 +22,7 @@ fn tiny_config(dir: &Path) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\n[models.small]\ntype = \"local\"\nsource = \"{0}\"\ncontext = 1024\n\n[models.large]\ntype = \"local\"\nsource = \"{0}\"\ncontext = 1024\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[models.small]\ntype = \"local\"\nsource = \"{0}\"\ncontext = 1024\n\n[models.large]\ntype = \"local\"\nsource = \"{0}\"\ncontext = 1024\n\n[models.fast]\ntype = \"speculative\"\ntarget = \"large\"\ndraft = \"small\"\ndrafting = \"always\"\n",
             model.display()
         ),
     )
@@ -172,6 +172,22 @@ fn chat_streams_answers_in_the_terminal() {
     );
     assert_eq!(stderr.matches("completion tokens").count(), 2, "{stderr}");
     assert!(stdout.trim().lines().count() >= 2, "{stdout}");
+    // The speculative pair answers the same, and says how its drafts fared.
+    let (fast_stdout, stderr) = run_chat(
+        &[
+            "--model",
+            "fast",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "12",
+            "--config",
+            config,
+        ],
+        b"Say hello.\nAnd again.\n",
+    );
+    assert_eq!(fast_stdout, stdout);
+    assert_eq!(stderr.matches("of drafts accepted").count(), 2, "{stderr}");
 }
 
 /// Run `tandem chat ARGS` with `input` on stdin; it must succeed. Returns (stdout, stderr).
@@ -254,6 +270,77 @@ fn bench_engine_writes_a_summary() {
         assert!(v > 0.0, "{key} = {v}");
     }
     assert!(out.join("records.jsonl").exists() && out.join("report.md").exists());
+}
+
+#[test]
+fn bench_speculative_writes_the_summary_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let humaneval = dir.path().join("he.jsonl");
+    std::fs::write(
+        &humaneval,
+        concat!(
+            r#"{"task_id": "T/0", "prompt": "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n", "#,
+            r#""canonical_solution": "    return a + b\n", "entry_point": "add"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let mt_bench = dir.path().join("q.jsonl");
+    std::fs::write(
+        &mt_bench,
+        "{\"question_id\": 1, \"category\": \"writing\", \"turns\": [\"Name three colors.\"]}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("bench");
+    let output = Command::new(TANDEM)
+        .args(["bench", "speculative", "--limit", "1", "--max-tokens", "12"])
+        .arg("--target")
+        .arg(tiny_model())
+        .arg("--draft")
+        .arg(tiny_model())
+        .arg("--data")
+        .arg(&humaneval)
+        .arg("--data")
+        .arg(&mt_bench)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("identical to plain greedy decoding: true"),
+        "{stdout}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "plain_tps",
+        "speculative_tps",
+        "speedup",
+        "acceptance_rate",
+        "lookup_speedup",
+        "modeled_free_verify_speedup",
+    ] {
+        let v = summary[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {summary}"));
+        assert!(v > 0.0, "{key} = {v}");
+    }
+    assert_eq!(summary["identical"], true);
+    // A model drafting for itself is almost always right.
+    assert!(
+        summary["acceptance_rate"].as_f64().unwrap() > 0.8,
+        "{summary}"
+    );
+    let records = std::fs::read_to_string(out.join("records.jsonl")).unwrap();
+    // Two prompts × 3 modes, plus the code edit × 3 modes.
+    assert_eq!(records.lines().count(), 9, "{records}");
+    assert!(out.join("report.md").exists());
 }
 
 #[test]

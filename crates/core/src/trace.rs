@@ -28,6 +28,12 @@ pub struct SpeculativeTrace {
     /// Tokens proposed by the draft model, and how many of them the target accepted.
     pub model_drafted: u32,
     pub model_accepted: u32,
+    /// Passes in which a draft was cut short by a rejection, per drafter: with the accepted
+    /// counts they give the per-token acceptance probability the cost model needs.
+    #[serde(default)]
+    pub lookup_rejections: u32,
+    #[serde(default)]
+    pub model_rejections: u32,
     /// Tokens the target produced (accepted drafts plus one of its own per pass).
     pub generated: u32,
     pub prefill_ms: f64,
@@ -51,6 +57,14 @@ impl SpeculativeTrace {
         ratio(self.accepted(), self.drafted())
     }
 
+    /// Probability that one draft-model token is accepted, given the ones before it were.
+    pub fn model_token_acceptance(&self) -> f64 {
+        ratio(
+            self.model_accepted,
+            self.model_accepted + self.model_rejections,
+        )
+    }
+
     /// Tokens produced per target pass (1.0 is plain decoding).
     pub fn tokens_per_pass(&self) -> f64 {
         ratio(self.generated, self.verify_passes)
@@ -63,6 +77,8 @@ impl SpeculativeTrace {
         self.lookup_accepted += other.lookup_accepted;
         self.model_drafted += other.model_drafted;
         self.model_accepted += other.model_accepted;
+        self.lookup_rejections += other.lookup_rejections;
+        self.model_rejections += other.model_rejections;
         self.generated += other.generated;
         self.prefill_ms += other.prefill_ms;
         self.draft_ms += other.draft_ms;

@@ -112,14 +112,17 @@ pub fn generate(
         let (accepted, following) = judge(&draft, &rows, sampler);
         if let Some(source) = plan.source.filter(|_| !draft.tokens.is_empty()) {
             policy.record_outcome(source, draft.tokens.len(), accepted);
+            let rejected = u32::from(accepted < draft.tokens.len());
             match source {
                 DraftSource::Lookup => {
                     trace.lookup_drafted += draft.tokens.len() as u32;
                     trace.lookup_accepted += accepted as u32;
+                    trace.lookup_rejections += rejected;
                 }
                 DraftSource::Model => {
                     trace.model_drafted += draft.tokens.len() as u32;
                     trace.model_accepted += accepted as u32;
+                    trace.model_rejections += rejected;
                 }
             }
         }

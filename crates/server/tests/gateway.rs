@@ -12,7 +12,8 @@ use futures::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tandem_core::{ChatEvent, ChatModel, ChatRequest, EventStream, ModelError, ModelInfo};
-use tandem_engine::{LocalModel, LocalModelOptions};
+use tandem_engine::policy::DraftMode;
+use tandem_engine::{LocalModel, LocalModelOptions, SpeculativeModel, SpeculativeOptions};
 use tandem_server::{app, AppState, ServerLimits};
 use tower::ServiceExt;
 
@@ -66,6 +67,18 @@ fn build_state(parallel: u32) -> Arc<AppState> {
     models.insert("small".into(), tiny.clone());
     models.insert("large".into(), tiny);
     models.insert("flaky".into(), Arc::new(FailsMidStream));
+    // The tiny model drafting for itself, drafting every pass.
+    let fast = SpeculativeModel::load(
+        &tiny_model_path(),
+        Some(&tiny_model_path()),
+        &SpeculativeOptions {
+            context: 512,
+            mode: DraftMode::Always,
+            ..SpeculativeOptions::default()
+        },
+    )
+    .unwrap();
+    models.insert("fast".into(), Arc::new(fast));
     Arc::new(AppState::new(
         models,
         ServerLimits {
@@ -312,4 +325,75 @@ async fn streams_are_consumable_by_the_core_collector() {
     ));
     let events: Vec<_> = stream.collect().await;
     assert!(matches!(events.last(), Some(Ok(ChatEvent::Done { .. }))));
+}
+
+#[tokio::test]
+async fn a_speculative_pair_is_served_by_name_with_its_trace_and_metrics() {
+    let ask = |stream: bool| {
+        json!({
+            "model": "fast",
+            "messages": [{"role": "user", "content": "Count from 1 to 10."}],
+            "max_tokens": 24, "temperature": 0, "stream": stream
+        })
+    };
+    let (status, v) = post(ask(false)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, plain) = post(json!({
+        "model": "small",
+        "messages": [{"role": "user", "content": "Count from 1 to 10."}],
+        "max_tokens": 24, "temperature": 0
+    }))
+    .await;
+    assert_eq!(
+        v["choices"][0]["message"]["content"], plain["choices"][0]["message"]["content"],
+        "the pair must answer exactly as its target"
+    );
+    let spec = &v["tandem_trace"]["speculative"];
+    assert!(spec["model_drafted"].as_u64().unwrap() > 0, "{v}");
+    assert!(spec["acceptance_rate"].as_f64().unwrap() > 0.5, "{v}");
+    assert!(spec["tokens_per_pass"].as_f64().unwrap() > 1.0, "{v}");
+    assert!(
+        plain.get("tandem_trace").is_none(),
+        "plain answers carry no trace"
+    );
+
+    let (status, text) = call(
+        "POST",
+        "/v1/chat/completions",
+        Body::from(ask(true).to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let chunks: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        streamed,
+        v["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    let finish = chunks
+        .iter()
+        .find(|c| !c["choices"][0]["finish_reason"].is_null())
+        .unwrap();
+    assert!(
+        finish["tandem_trace"]["speculative"]["verify_passes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let (_, metrics) = call("GET", "/metrics", Body::empty()).await;
+    assert!(
+        metrics
+            .contains("tandem_speculative_tokens_total{model=\"fast\",counter=\"model_drafted\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tandem_speculative_acceptance_rate{model=\"fast\"}"));
 }
