@@ -193,7 +193,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut calibrated = DraftPolicy::new(DraftMode::Adaptive, args.max_draft);
     let filler = target.tokenize(&calibration_text(), false, false);
     calibrated.calibrate_target(&mut ctx, 0, &filler)?;
-    calibrated.set_draft_cost(drafter.measure_step_ms(&filler)?);
+    let (step_ms, read_ms) = drafter.measure_costs_ms(&filler)?;
+    calibrated.set_draft_costs(step_ms, read_ms);
     let mut policies: Vec<(Mode, DraftPolicy)> = [Mode::Speculative, Mode::Always, Mode::Lookup]
         .into_iter()
         .map(|m| {

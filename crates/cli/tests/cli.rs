@@ -253,23 +253,18 @@ fn bench_engine_writes_a_summary() {
         .status()
         .unwrap();
     assert!(status.success());
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    for key in [
-        "prompt_tps",
-        "decode_tps",
-        "ttft_ms",
-        "eval_1_ms",
-        "eval_5_ms",
-        "eval5_over_eval1",
-        "peak_rss_mb",
-    ] {
-        let v = summary[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{key} missing: {summary}"));
-        assert!(v > 0.0, "{key} = {v}");
-    }
-    assert!(out.join("records.jsonl").exists() && out.join("report.md").exists());
+    read_summary(
+        &out,
+        &[
+            "prompt_tps",
+            "decode_tps",
+            "ttft_ms",
+            "eval_1_ms",
+            "eval_5_ms",
+            "eval5_over_eval1",
+            "peak_rss_mb",
+        ],
+    );
 }
 
 #[test]
@@ -316,21 +311,17 @@ fn bench_speculative_writes_the_summary_keys() {
         stdout.contains("identical to plain greedy decoding: true"),
         "{stdout}"
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    for key in [
-        "plain_tps",
-        "speculative_tps",
-        "speedup",
-        "acceptance_rate",
-        "lookup_speedup",
-        "modeled_free_verify_speedup",
-    ] {
-        let v = summary[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{key} missing: {summary}"));
-        assert!(v > 0.0, "{key} = {v}");
-    }
+    let summary = read_summary(
+        &out,
+        &[
+            "plain_tps",
+            "speculative_tps",
+            "speedup",
+            "acceptance_rate",
+            "lookup_speedup",
+            "modeled_free_verify_speedup",
+        ],
+    );
     assert_eq!(summary["identical"], true);
     // A model drafting for itself is almost always right.
     assert!(
@@ -340,7 +331,21 @@ fn bench_speculative_writes_the_summary_keys() {
     let records = std::fs::read_to_string(out.join("records.jsonl")).unwrap();
     // Two prompts × 3 modes, plus the code edit × 3 modes.
     assert_eq!(records.lines().count(), 9, "{records}");
-    assert!(out.join("report.md").exists());
+}
+
+/// A bench's summary.json, after checking the three output files exist and every key in
+/// `positive` is a number above zero.
+fn read_summary(out: &Path, positive: &[&str]) -> serde_json::Value {
+    assert!(out.join("records.jsonl").exists() && out.join("report.md").exists());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for key in positive {
+        let v = summary[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {summary}"));
+        assert!(v > 0.0, "{key} = {v}");
+    }
+    summary
 }
 
 #[test]

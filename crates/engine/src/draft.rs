@@ -112,6 +112,18 @@ impl ModelDrafter {
         })
     }
 
+    /// Tokens of `history` the draft model has not read yet: drafting first has to catch up.
+    pub fn pending(&self, history: &[TokenId]) -> usize {
+        let common = self
+            .ctx
+            .tokens(0)
+            .iter()
+            .zip(history)
+            .take_while(|(a, b)| a == b)
+            .count();
+        history.len() - common
+    }
+
     fn try_draft(
         &mut self,
         history: &[TokenId],
@@ -148,13 +160,17 @@ impl ModelDrafter {
         Ok(draft)
     }
 
-    /// Median time of one draft-model step, in ms, measured on a scratch copy of sequence 0's
-    /// state (which is cleared afterwards).
-    pub fn measure_step_ms(&mut self, filler: &[TokenId]) -> Result<f64, EngineError> {
+    /// Median time in ms of one draft-model step, and of reading `filler` as a prompt, per
+    /// token. Uses sequence 0 and clears it.
+    pub fn measure_costs_ms(&mut self, filler: &[TokenId]) -> Result<(f64, f64), EngineError> {
         self.ctx.clear(0)?;
-        let result = crate::policy::measure_rows_ms(&mut self.ctx, filler, 1);
+        let step = crate::policy::measure_rows_ms(&mut self.ctx, filler, 1)?;
         self.ctx.clear(0)?;
-        result
+        let start = std::time::Instant::now();
+        self.ctx.eval(0, filler, Logits::None)?;
+        let per_token = start.elapsed().as_secs_f64() * 1e3 / filler.len().max(1) as f64;
+        self.ctx.clear(0)?;
+        Ok((step, per_token))
     }
 }
 

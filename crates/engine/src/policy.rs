@@ -18,6 +18,12 @@ const ACCEPTANCE_WEIGHT: f64 = 0.15;
 /// Passes without trying a drafter the estimates rule out, before trying it once more (its
 /// acceptance may have changed with the text).
 const PROBE_EVERY: u32 = 24;
+/// A drafter is retried only if, at full acceptance, it would beat plain decoding by this much:
+/// a probe that can at best break even is pure cost.
+const PROBE_MIN_GAIN: f64 = 1.05;
+/// Tokens the draft model reads anyway on each call (the target's last token and the last draft):
+/// their cost is part of the measured per-token draft cost.
+const ROUTINE_CATCH_UP: usize = 2;
 
 /// How a speculative model drafts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +60,8 @@ pub struct DraftPolicy {
     verify_ms: [Option<f64>; MAX_INVARIANT_ROWS + 1],
     /// Running mean time of the draft model per drafted token (catch-up included).
     draft_ms: Option<f64>,
+    /// The draft model's prompt-reading cost per token: what catching up after a pause costs.
+    draft_read_ms: Option<f64>,
     /// Running per-token acceptance of [lookup, model] drafts.
     acceptance: [f64; 2],
     /// Passes since each source was last tried.
@@ -67,6 +75,7 @@ impl DraftPolicy {
             max_draft: max_draft.clamp(1, MAX_INVARIANT_ROWS - 1),
             verify_ms: [None; MAX_INVARIANT_ROWS + 1],
             draft_ms: None,
+            draft_read_ms: None,
             // Optimistic priors, so each drafter gets tried before the estimates settle.
             acceptance: [0.7, 0.8],
             idle: [0, 0],
@@ -92,9 +101,10 @@ impl DraftPolicy {
         ctx.clear(seq)
     }
 
-    /// Set the draft model's cost per drafted token.
-    pub fn set_draft_cost(&mut self, ms: f64) {
-        self.draft_ms = Some(ms);
+    /// Set the draft model's cost per drafted token, and per token it reads to catch up.
+    pub fn set_draft_costs(&mut self, step_ms: f64, read_ms: f64) {
+        self.draft_ms = Some(step_ms);
+        self.draft_read_ms = Some(read_ms);
     }
 
     /// Mean target pass time for `rows` rows, if measured.
@@ -111,9 +121,9 @@ impl DraftPolicy {
     }
 
     /// Choose the next pass: `lookup_len` tokens are available from prompt lookup, and the draft
-    /// model can draft when `model_available`.
-    pub fn plan(&mut self, lookup_len: usize, model_available: bool) -> Plan {
-        let plan = self.choose(lookup_len, model_available);
+    /// model can draft after reading `model_pending` tokens it has not seen (`None`: no model).
+    pub fn plan(&mut self, lookup_len: usize, model_pending: Option<usize>) -> Plan {
+        let plan = self.choose(lookup_len, model_pending);
         for source in [DraftSource::Lookup, DraftSource::Model] {
             let i = index(source);
             self.idle[i] = if plan.source == Some(source) {
@@ -125,8 +135,12 @@ impl DraftPolicy {
         plan
     }
 
-    fn choose(&self, lookup_len: usize, model_available: bool) -> Plan {
+    fn choose(&self, lookup_len: usize, model_pending: Option<usize>) -> Plan {
         let lookup_max = lookup_len.min(self.max_draft);
+        let model_available = model_pending.is_some();
+        // Catching up after a pause is paid once, before the first draft.
+        let catch_up = model_pending.unwrap_or(0).saturating_sub(ROUTINE_CATCH_UP) as f64
+            * self.draft_read_ms.unwrap_or(0.0);
         match self.mode {
             DraftMode::Off => Plan::PLAIN,
             DraftMode::Always if model_available => Plan {
@@ -139,7 +153,8 @@ impl DraftPolicy {
             },
             DraftMode::Always => Plan::PLAIN,
             DraftMode::Adaptive => {
-                let mut best = (self.rate(Plan::PLAIN, None), Plan::PLAIN);
+                let plain = self.rate(Plan::PLAIN, None, 0.0);
+                let mut best = (plain, Plan::PLAIN);
                 let mut probe = None;
                 let sources = [
                     (DraftSource::Lookup, lookup_max),
@@ -154,13 +169,18 @@ impl DraftPolicy {
                             source: Some(source),
                             len,
                         };
-                        let rate = self.rate(plan, None);
+                        let extra = if source == DraftSource::Model {
+                            catch_up
+                        } else {
+                            0.0
+                        };
+                        let rate = self.rate(plan, None, extra);
                         if rate > best.0 {
                             best = (rate, plan);
                         }
-                        // A drafter ruled out by its running acceptance, but that would pay at
-                        // a higher one, is retried now and then.
-                        let could_pay = self.rate(plan, Some(1.0)) > self.rate(Plan::PLAIN, None);
+                        // A drafter ruled out by its running acceptance, but that would clearly
+                        // pay at a higher one, is retried now and then.
+                        let could_pay = self.rate(plan, Some(1.0), extra) > PROBE_MIN_GAIN * plain;
                         if len == 1 && could_pay && self.idle[index(source)] >= PROBE_EVERY {
                             probe = Some(plan);
                         }
@@ -174,8 +194,9 @@ impl DraftPolicy {
         }
     }
 
-    /// Expected tokens per millisecond of a plan, at the running acceptance or at `acceptance`.
-    pub fn rate(&self, plan: Plan, acceptance: Option<f64>) -> f64 {
+    /// Expected tokens per millisecond of a plan, at the running acceptance or at `acceptance`,
+    /// with `extra_ms` of one-off cost.
+    pub fn rate(&self, plan: Plan, acceptance: Option<f64>, extra_ms: f64) -> f64 {
         let Some(one) = self.verify_ms[1] else {
             // Nothing measured yet: any plan is as good as plain (drafting gets measured).
             return if plan.source.is_none() { 1.0 } else { 1.01 };
@@ -193,7 +214,7 @@ impl DraftPolicy {
             Some(DraftSource::Model) => (self.acceptance[1], self.draft_ms.unwrap_or(one * 0.5)),
         };
         let alpha = acceptance.unwrap_or(alpha);
-        expected_tokens(alpha, plan.len) / (verify + draft * plan.len as f64)
+        expected_tokens(alpha, plan.len) / (verify + draft * plan.len as f64 + extra_ms)
     }
 
     pub fn record_verify(&mut self, rows: usize, ms: f64) {
@@ -295,7 +316,7 @@ mod tests {
         p.record_verify(1, 55.0);
         p.record_verify(2, 89.0);
         p.record_verify(3, 109.0);
-        p.set_draft_cost(34.0);
+        p.set_draft_costs(34.0, 4.0);
         p
     }
 
@@ -306,7 +327,7 @@ mod tests {
         // and no probe is ever made.
         p.record_outcome(DraftSource::Model, 2, 2);
         for _ in 0..100 {
-            assert_eq!(p.plan(0, true), Plan::PLAIN);
+            assert_eq!(p.plan(0, Some(1)), Plan::PLAIN);
         }
     }
 
@@ -316,16 +337,16 @@ mod tests {
         for _ in 0..10 {
             p.record_outcome(DraftSource::Lookup, 2, 2);
         }
-        let plan = p.plan(5, true);
+        let plan = p.plan(5, Some(1));
         assert_eq!(plan.source, Some(DraftSource::Lookup));
         assert_eq!(plan.len, 2);
         // Rejected again and again, lookup stops paying.
         for _ in 0..20 {
             p.record_outcome(DraftSource::Lookup, 1, 0);
         }
-        assert_eq!(p.plan(5, true), Plan::PLAIN);
+        assert_eq!(p.plan(5, Some(1)), Plan::PLAIN);
         // ...but is retried once in a while.
-        let tried = (0..PROBE_EVERY + 1).any(|_| p.plan(5, false).source.is_some());
+        let tried = (0..PROBE_EVERY + 1).any(|_| p.plan(5, None).source.is_some());
         assert!(tried);
     }
 
@@ -335,24 +356,39 @@ mod tests {
         p.record_verify(1, 20.0);
         p.record_verify(2, 21.0);
         p.record_verify(3, 22.0);
-        p.set_draft_cost(5.0);
+        p.set_draft_costs(5.0, 0.5);
         assert_eq!(
-            p.plan(0, true),
+            p.plan(0, Some(2)),
             Plan {
                 source: Some(DraftSource::Model),
                 len: 2
             }
         );
+        // ...unless it first has to read a long history it missed while paused.
+        assert_eq!(p.plan(0, Some(400)), Plan::PLAIN);
+    }
+
+    #[test]
+    fn a_drafter_that_could_only_break_even_is_not_probed() {
+        let mut p = DraftPolicy::new(DraftMode::Adaptive, 2);
+        // 2-row passes cheap enough that perfect drafts would just about break even:
+        // 2 tokens in 72 + 34 + 4 ms vs 1 token in 55 ms.
+        p.record_verify(1, 55.0);
+        p.record_verify(2, 72.0);
+        p.record_verify(3, 109.0);
+        p.set_draft_costs(34.0, 4.0);
+        p.record_outcome(DraftSource::Model, 1, 0);
+        assert!((0..3 * PROBE_EVERY).all(|_| p.plan(0, Some(3)) == Plan::PLAIN));
     }
 
     #[test]
     fn always_and_off_ignore_the_costs() {
         let mut p = cpu_policy(DraftMode::Always);
-        assert_eq!(p.plan(0, true).source, Some(DraftSource::Model));
-        assert_eq!(p.plan(1, false).len, 1);
-        assert_eq!(p.plan(0, false), Plan::PLAIN);
+        assert_eq!(p.plan(0, Some(1)).source, Some(DraftSource::Model));
+        assert_eq!(p.plan(1, None).len, 1);
+        assert_eq!(p.plan(0, None), Plan::PLAIN);
         let mut p = cpu_policy(DraftMode::Off);
-        assert_eq!(p.plan(5, true), Plan::PLAIN);
+        assert_eq!(p.plan(5, Some(1)), Plan::PLAIN);
     }
 
     #[test]

@@ -74,7 +74,8 @@ pub fn generate(
         let room = (max_new - produced).min(MAX_INVARIANT_ROWS - 1);
         let draft_start = Instant::now();
         let lookup_tokens = lookup.map_or_else(Vec::new, |l| l.draft(&history, room));
-        let plan = policy.plan(lookup_tokens.len().min(room), model.is_some() && room > 0);
+        let pending = model.as_deref().map(|m| m.pending(&history));
+        let plan = policy.plan(lookup_tokens.len().min(room), pending);
         let plan = Plan {
             len: plan.len.min(room),
             ..plan

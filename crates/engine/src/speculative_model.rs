@@ -84,7 +84,8 @@ impl SpeculativeModel {
         let filler = calibration_tokens(&target);
         policy.calibrate_target(&mut ctx, 0, &filler)?;
         if let Some(drafter) = drafter.as_mut() {
-            policy.set_draft_cost(drafter.measure_step_ms(&filler)?);
+            let (step_ms, read_ms) = drafter.measure_costs_ms(&filler)?;
+            policy.set_draft_costs(step_ms, read_ms);
         }
         tracing::info!(
             target = %target.id(),
