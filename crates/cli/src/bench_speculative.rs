@@ -208,6 +208,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut totals: Vec<((&'static str, Mode), Totals)> = Vec::new();
     let mut identical = true;
     let mut mismatches: Vec<String> = Vec::new();
+    // Per prompt, speculative tok/s over plain tok/s: the worst case shows whether drafting
+    // ever costs more than it saves.
+    let mut item_speedups: Vec<(String, f64)> = Vec::new();
     let started = Instant::now();
     for (n, item) in items.iter().enumerate() {
         let prompt = chat_prompt(&target, &item.text)?;
@@ -239,6 +242,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .find(|(m, _)| *m == Mode::Plain)
             .map(|(_, r)| r.tokens.clone())
             .unwrap_or_default();
+        let tps_of = |mode: Mode| {
+            runs.iter()
+                .find(|(m, _)| *m == mode)
+                .map(|(_, r)| r.decoded() as f64 / (r.decode_ms.max(1e-9) / 1e3))
+        };
+        if let (Some(fast), Some(slow)) = (tps_of(Mode::Speculative), tps_of(Mode::Plain)) {
+            item_speedups.push((item.id.clone(), fast / slow.max(1e-9)));
+        }
         for (mode, run) in &runs {
             let same = run.tokens == plain_tokens;
             if !same {
@@ -326,6 +337,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (free_speedup, free_k) = modeled_free_verify_speedup(alpha, draft_ratio, args.max_draft);
     let (free_speedup_8, free_k_8) = modeled_free_verify_speedup(alpha, draft_ratio, 8);
     let (free_speedup_cheap, _) = modeled_free_verify_speedup(alpha, 0.1, args.max_draft);
+    // Where decoding is memory-bound (a GPU), a step costs about what its weights weigh.
+    let size_ratio = drafter.model().size_bytes() as f64 / target.size_bytes().max(1) as f64;
+    let (free_speedup_memory, free_k_memory) =
+        modeled_free_verify_speedup(alpha, size_ratio, args.max_draft);
 
     let reference = match &args.reference {
         Some(dir) => run_reference(
@@ -387,6 +402,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "modeled_free_verify_speedup_max_draft_8": round(free_speedup_8),
         "modeled_free_verify_draft_len_max_draft_8": free_k_8,
         "modeled_free_verify_speedup_cheap_draft": round(free_speedup_cheap),
+        "modeled_memory_bound_speedup": round(free_speedup_memory),
+        "modeled_memory_bound_draft_len": free_k_memory,
+        "draft_size_ratio": round(size_ratio),
         "verify_ms_by_rows": verify_ms.iter().map(|&v| round(v)).collect::<Vec<_>>(),
         "draft_ms_per_token": round(draft_ms),
         "draft_cost_ratio": round(draft_ratio),
@@ -396,6 +414,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "lookup": breakdown(&edit_lookup),
         },
         "per_set_tps": per_set,
+        "min_item_speedup": item_speedups.iter().map(|x| round(x.1)).fold(f64::INFINITY, f64::min),
+        "min_item_speedup_id": item_speedups.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|x| x.0.clone()),
         "mismatches": mismatches,
         "reference": reference,
         "items": items.len(),
@@ -693,8 +713,12 @@ fn report_text(s: &Value) -> String {
             s["lookup_speedup"], s["code_edit_lookup_tps"], s["code_edit_plain_tps"], s["lookup_acceptance_rate"], s["code_edit_speculative_speedup"]
         ),
         format!(
-            "- where verification is nearly free, the same policy would give {}x (drafts of {}), {}x with drafts up to 8, {}x with a draft model at 0.1x the target's cost",
-            s["modeled_free_verify_speedup"], s["modeled_free_verify_draft_len"], s["modeled_free_verify_speedup_max_draft_8"], s["modeled_free_verify_speedup_cheap_draft"]
+            "- where verification is nearly free, the same policy would give {}x (drafts of {}), {}x with drafts up to 8; {}x where a step costs what its weights weigh (draft {}x the target, as on a GPU); {}x with a draft model at 0.1x the target's cost",
+            s["modeled_free_verify_speedup"], s["modeled_free_verify_draft_len"], s["modeled_free_verify_speedup_max_draft_8"], s["modeled_memory_bound_speedup"], s["draft_size_ratio"], s["modeled_free_verify_speedup_cheap_draft"]
+        ),
+        format!(
+            "- slowest prompt, speculative vs plain: {}x ({})",
+            s["min_item_speedup"], s["min_item_speedup_id"]
         ),
         format!("- every output identical to plain greedy decoding: {}", s["identical"]),
     ];
