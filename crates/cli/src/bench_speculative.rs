@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use serde_json::{json, Value};
 use tandem_core::config::ModelSource;
 use tandem_core::{Message, SpeculativeTrace};
@@ -27,6 +27,7 @@ use tandem_models::ModelStore;
 use crate::bench_output::{out_dir, round, write_outputs};
 use crate::datasets::{data_dir, read_dataset, Dataset};
 use crate::output::{progress_line, say};
+use crate::reference;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -118,6 +119,20 @@ impl Run {
     fn decoded(&self) -> usize {
         self.tokens.len().saturating_sub(1)
     }
+
+    fn tps(&self) -> f64 {
+        self.decoded() as f64 / (self.decode_ms.max(1e-9) / 1e3)
+    }
+}
+
+/// One prompt run in one mode.
+struct Outcome {
+    id: String,
+    set: &'static str,
+    mode: Mode,
+    prompt_tokens: usize,
+    run: Run,
+    identical_to_plain: bool,
 }
 
 /// Sums over many runs of one mode.
@@ -130,11 +145,19 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, run: &Run) {
-        self.decoded += run.decoded();
-        self.decode_ms += run.decode_ms;
-        self.trace.add(&run.trace);
-        self.runs += 1;
+    /// Every run of `mode` on the prompts of `sets`.
+    fn of(outcomes: &[Outcome], sets: &[&str], mode: Mode) -> Self {
+        let mut all = Totals::default();
+        for o in outcomes
+            .iter()
+            .filter(|o| o.mode == mode && sets.contains(&o.set))
+        {
+            all.decoded += o.run.decoded();
+            all.decode_ms += o.run.decode_ms;
+            all.trace.add(&o.run.trace);
+            all.runs += 1;
+        }
+        all
     }
 
     fn tps(&self) -> f64 {
@@ -144,7 +167,31 @@ impl Totals {
             0.0
         }
     }
+
+    /// Where the generation loop's time went.
+    fn breakdown(&self) -> Value {
+        let s = &self.trace;
+        let total = s.draft_ms + s.verify_ms + s.other_ms;
+        let share = |x: f64| if total > 0.0 { round(x / total) } else { 0.0 };
+        json!({
+            "draft_ms": round(s.draft_ms), "verify_ms": round(s.verify_ms), "other_ms": round(s.other_ms),
+            "draft_share": share(s.draft_ms), "verify_share": share(s.verify_ms), "other_share": share(s.other_ms),
+            "verify_passes": s.verify_passes, "tokens_per_pass": round(s.tokens_per_pass()),
+        })
+    }
 }
+
+/// The two models and the drafting state of each mode.
+struct Bench {
+    ctx: Context,
+    drafter: ModelDrafter,
+    lookup: PromptLookup,
+    /// The costs measured at the start, before any mode ran.
+    calibrated: DraftPolicy,
+    policies: Vec<(Mode, DraftPolicy)>,
+}
+
+const MAIN_SETS: [&str; 2] = ["humaneval", "mt_bench"];
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.limit == 0 || args.max_tokens < 2 {
@@ -175,7 +222,62 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let threads = args.threads.unwrap_or_else(tandem_engine::default_threads);
     let out = out_dir(args.out.as_ref(), "bench-speculative")?;
 
-    let target = GgufModel::load(&target_path)?;
+    let mut bench = setup(&target_path, &draft_path, threads, args.max_draft)?;
+    let started = Instant::now();
+    let outcomes = measure(&mut bench, &items, args.max_tokens)?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let reference = match &args.reference {
+        Some(dir) => {
+            let prompts = rendered_prompts(bench.ctx.model(), &items);
+            reference::run(
+                dir,
+                &reference::Setup {
+                    target: &target_path,
+                    draft: &draft_path,
+                    max_tokens: args.max_tokens,
+                    max_draft: args.max_draft,
+                    threads,
+                },
+                &prompts,
+            )
+        }
+        None => json!(null),
+    };
+    let mut summary = summarize(&bench, &outcomes, args.max_draft);
+    if let Some(map) = summary.as_object_mut() {
+        map.insert("reference".into(), reference);
+        map.insert("items".into(), json!(items.len()));
+        map.insert("max_tokens".into(), json!(args.max_tokens));
+        map.insert("threads".into(), json!(threads));
+        map.insert("wall_s".into(), json!(round(wall_s)));
+    }
+    let records: Vec<Value> = outcomes
+        .iter()
+        .map(|o| record(o, bench.ctx.model()))
+        .collect();
+    let report = report_text(&summary);
+    write_outputs(
+        &out,
+        "tandem bench speculative",
+        &report,
+        &summary,
+        &records,
+    )?;
+    for line in report.lines().filter(|l| l.starts_with("- ")) {
+        say(line);
+    }
+    say(format!("wrote {}", out.display()));
+    Ok(())
+}
+
+/// Load both models, check they pair, and measure the costs every mode's policy starts from.
+fn setup(
+    target_path: &Path,
+    draft_path: &Path,
+    threads: u32,
+    max_draft: usize,
+) -> anyhow::Result<Bench> {
+    let target = GgufModel::load(target_path)?;
     let options = ContextOptions {
         n_ctx: 4096,
         n_seq: 1,
@@ -184,18 +286,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut ctx = Context::new(target.clone(), options)?;
     let mut drafter = ModelDrafter::new(
-        Context::new(GgufModel::load(&draft_path)?, options)?,
+        Context::new(GgufModel::load(draft_path)?, options)?,
         &target,
     )?;
-    let lookup = PromptLookup::default();
-
-    // The costs every policy starts from, measured once.
-    let mut calibrated = DraftPolicy::new(DraftMode::Adaptive, args.max_draft);
+    let mut calibrated = DraftPolicy::new(DraftMode::Adaptive, max_draft);
     let filler = target.tokenize(&calibration_text(), false, false);
     calibrated.calibrate_target(&mut ctx, 0, &filler)?;
     let (step_ms, read_ms) = drafter.measure_costs_ms(&filler)?;
     calibrated.set_draft_costs(step_ms, read_ms);
-    let mut policies: Vec<(Mode, DraftPolicy)> = [Mode::Speculative, Mode::Always, Mode::Lookup]
+    let policies = [Mode::Plain, Mode::Speculative, Mode::Always, Mode::Lookup]
         .into_iter()
         .map(|m| {
             let mut p = calibrated.clone();
@@ -203,17 +302,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (m, p)
         })
         .collect();
+    Ok(Bench {
+        ctx,
+        drafter,
+        lookup: PromptLookup::default(),
+        calibrated,
+        policies,
+    })
+}
 
-    let mut records: Vec<Value> = Vec::new();
-    let mut totals: Vec<((&'static str, Mode), Totals)> = Vec::new();
-    let mut identical = true;
-    let mut mismatches: Vec<String> = Vec::new();
-    // Per prompt, speculative tok/s over plain tok/s: the worst case shows whether drafting
-    // ever costs more than it saves.
-    let mut item_speedups: Vec<(String, f64)> = Vec::new();
-    let started = Instant::now();
+/// Every prompt in each of its modes, back to back, in an order that rotates from prompt to
+/// prompt; each output compared with the plain one.
+fn measure(bench: &mut Bench, items: &[Item], max_tokens: usize) -> anyhow::Result<Vec<Outcome>> {
+    let mut outcomes = Vec::new();
     for (n, item) in items.iter().enumerate() {
-        let prompt = chat_prompt(&target, &item.text)?;
+        let prompt = chat_prompt(bench.ctx.model(), &item.text)?;
         let modes = if item.set == "code_edit" {
             EDIT_MODES
         } else {
@@ -222,71 +325,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut runs: Vec<(Mode, Run)> = Vec::new();
         for k in 0..modes.len() {
             let mode = modes[(n + k) % modes.len()];
-            let policy = policies
-                .iter_mut()
-                .find(|(m, _)| *m == mode)
-                .map(|(_, p)| p);
-            let mut plain_policy = DraftPolicy::new(DraftMode::Off, 1);
+            let Some((_, policy)) = bench.policies.iter_mut().find(|(m, _)| *m == mode) else {
+                bail!("no policy for mode {}", mode.name());
+            };
             let run = run_mode(
-                &mut ctx,
+                &mut bench.ctx,
                 &prompt,
-                args.max_tokens,
-                mode.uses_lookup().then_some(&lookup),
-                mode.uses_model().then_some(&mut drafter),
-                policy.unwrap_or(&mut plain_policy),
+                max_tokens,
+                mode.uses_lookup().then_some(&bench.lookup),
+                mode.uses_model().then_some(&mut bench.drafter),
+                policy,
             )?;
             runs.push((mode, run));
         }
-        let plain_tokens = runs
-            .iter()
-            .find(|(m, _)| *m == Mode::Plain)
-            .map(|(_, r)| r.tokens.clone())
-            .unwrap_or_default();
-        let tps_of = |mode: Mode| {
-            runs.iter()
-                .find(|(m, _)| *m == mode)
-                .map(|(_, r)| r.decoded() as f64 / (r.decode_ms.max(1e-9) / 1e3))
-        };
-        if let (Some(fast), Some(slow)) = (tps_of(Mode::Speculative), tps_of(Mode::Plain)) {
-            item_speedups.push((item.id.clone(), fast / slow.max(1e-9)));
-        }
-        for (mode, run) in &runs {
-            let same = run.tokens == plain_tokens;
-            if !same {
-                identical = false;
-                mismatches.push(format!("{} {}", item.id, mode.name()));
-            }
-            let key = (item.set, *mode);
-            match totals.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, t)) => t.add(run),
-                None => {
-                    let mut t = Totals::default();
-                    t.add(run);
-                    totals.push((key, t));
-                }
-            }
-            records.push(json!({
-                "id": item.id,
-                "set": item.set,
-                "mode": mode.name(),
-                "prompt_tokens": prompt.len(),
-                "tokens": run.tokens.len(),
-                "decode_ms": round(run.decode_ms),
-                "tokens_per_s": round(if run.decode_ms > 0.0 { run.decoded() as f64 / (run.decode_ms / 1e3) } else { 0.0 }),
-                "identical_to_plain": same,
-                "output": String::from_utf8_lossy(&run.tokens.iter().flat_map(|&t| target.token_bytes(t)).collect::<Vec<u8>>()).into_owned(),
-                "trace": run.trace,
-            }));
-        }
         let line: Vec<String> = runs
             .iter()
-            .map(|(m, r)| {
-                format!(
-                    "{} {:.1} tok/s",
-                    m.name(),
-                    r.decoded() as f64 / (r.decode_ms.max(1e-9) / 1e3)
-                )
-            })
+            .map(|(m, r)| format!("{} {:.1} tok/s", m.name(), r.tps()))
             .collect();
         eprintln!(
             "[{}/{}] {} {}: {}",
@@ -296,65 +350,58 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             item.id,
             line.join(", ")
         );
+        let plain = runs
+            .iter()
+            .find(|(m, _)| *m == Mode::Plain)
+            .map(|(_, r)| r.tokens.clone())
+            .unwrap_or_default();
+        outcomes.extend(runs.into_iter().map(|(mode, run)| Outcome {
+            id: item.id.clone(),
+            set: item.set,
+            mode,
+            prompt_tokens: prompt.len(),
+            identical_to_plain: run.tokens == plain,
+            run,
+        }));
     }
-    let wall_s = started.elapsed().as_secs_f64();
+    Ok(outcomes)
+}
 
-    let sum = |sets: &[&str], mode: Mode| {
-        let mut all = Totals::default();
-        for ((set, m), t) in &totals {
-            if *m == mode && sets.contains(set) {
-                all.decoded += t.decoded;
-                all.decode_ms += t.decode_ms;
-                all.trace.add(&t.trace);
-                all.runs += t.runs;
-            }
-        }
-        all
-    };
-    let main_sets = ["humaneval", "mt_bench"];
-    let plain = sum(&main_sets, Mode::Plain);
-    let speculative = sum(&main_sets, Mode::Speculative);
-    let always = sum(&main_sets, Mode::Always);
-    let edit_plain = sum(&["code_edit"], Mode::Plain);
-    let edit_lookup = sum(&["code_edit"], Mode::Lookup);
-    let edit_speculative = sum(&["code_edit"], Mode::Speculative);
+/// The headline numbers, the cost model and the time breakdown.
+fn summarize(bench: &Bench, outcomes: &[Outcome], max_draft: usize) -> Value {
+    let plain = Totals::of(outcomes, &MAIN_SETS, Mode::Plain);
+    let speculative = Totals::of(outcomes, &MAIN_SETS, Mode::Speculative);
+    let always = Totals::of(outcomes, &MAIN_SETS, Mode::Always);
+    let edit_plain = Totals::of(outcomes, &["code_edit"], Mode::Plain);
+    let edit_lookup = Totals::of(outcomes, &["code_edit"], Mode::Lookup);
+    let edit_speculative = Totals::of(outcomes, &["code_edit"], Mode::Speculative);
     let ratio = |a: f64, b: f64| if b > 0.0 { round(a / b) } else { 0.0 };
 
     // The cost model, from what was measured: pass cost by rows, draft cost, acceptance.
-    let always_policy = policies
+    let always_policy = bench
+        .policies
         .iter()
         .find(|(m, _)| *m == Mode::Always)
-        .map_or(&calibrated, |(_, p)| p);
-    let verify_ms: Vec<f64> = (1..=args.max_draft + 1)
+        .map_or(&bench.calibrated, |(_, p)| p);
+    let verify_ms: Vec<f64> = (1..=max_draft + 1)
         .map(|r| always_policy.verify_cost(r).unwrap_or(f64::NAN))
         .collect();
     let draft_ms = always_policy.draft_cost().unwrap_or(f64::NAN);
     let alpha = always.trace.model_token_acceptance();
     let draft_ratio = draft_ms / verify_ms[0];
-    let k = args.max_draft;
+    let k = max_draft;
     let modeled_cpu =
         expected_tokens(alpha, k) * verify_ms[0] / (verify_ms[k] + k as f64 * draft_ms);
-    let (free_speedup, free_k) = modeled_free_verify_speedup(alpha, draft_ratio, args.max_draft);
+    let (free_speedup, free_k) = modeled_free_verify_speedup(alpha, draft_ratio, max_draft);
     let (free_speedup_8, free_k_8) = modeled_free_verify_speedup(alpha, draft_ratio, 8);
-    let (free_speedup_cheap, _) = modeled_free_verify_speedup(alpha, 0.1, args.max_draft);
+    let (free_speedup_cheap, _) = modeled_free_verify_speedup(alpha, 0.1, max_draft);
     // Where decoding is memory-bound (a GPU), a step costs about what its weights weigh.
-    let size_ratio = drafter.model().size_bytes() as f64 / target.size_bytes().max(1) as f64;
+    let target = bench.ctx.model();
+    let size_ratio = bench.drafter.model().size_bytes() as f64 / target.size_bytes().max(1) as f64;
     let (free_speedup_memory, free_k_memory) =
-        modeled_free_verify_speedup(alpha, size_ratio, args.max_draft);
+        modeled_free_verify_speedup(alpha, size_ratio, max_draft);
 
-    let reference = match &args.reference {
-        Some(dir) => run_reference(
-            dir,
-            &target_path,
-            &draft_path,
-            &target,
-            &items,
-            &args,
-            threads,
-        ),
-        None => json!(null),
-    };
-    let per_set: Value = main_sets
+    let per_set: serde_json::Map<String, Value> = MAIN_SETS
         .iter()
         .chain(std::iter::once(&"code_edit"))
         .map(|set| {
@@ -362,30 +409,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 [Mode::Plain, Mode::Speculative, Mode::Always, Mode::Lookup]
                     .iter()
                     .filter_map(|&m| {
-                        let t = sum(&[set], m);
+                        let t = Totals::of(outcomes, &[set], m);
                         (t.runs > 0).then(|| (m.name().to_string(), json!(round(t.tps()))))
                     })
                     .collect();
             (set.to_string(), Value::Object(modes))
         })
-        .collect::<serde_json::Map<_, _>>()
-        .into();
-    let breakdown = |t: &Totals| {
-        let s = &t.trace;
-        let total = s.draft_ms + s.verify_ms + s.other_ms;
-        let share = |x: f64| if total > 0.0 { round(x / total) } else { 0.0 };
-        json!({
-            "draft_ms": round(s.draft_ms), "verify_ms": round(s.verify_ms), "other_ms": round(s.other_ms),
-            "draft_share": share(s.draft_ms), "verify_share": share(s.verify_ms), "other_share": share(s.other_ms),
-            "verify_passes": s.verify_passes, "tokens_per_pass": round(s.tokens_per_pass()),
+        .collect();
+    // Per prompt, speculative over plain: the worst case shows whether drafting ever costs
+    // more than it saves.
+    let slowest = outcomes
+        .iter()
+        .filter(|o| o.mode == Mode::Speculative)
+        .filter_map(|o| {
+            let plain = outcomes
+                .iter()
+                .find(|p| p.id == o.id && p.mode == Mode::Plain)?;
+            Some((o.id.clone(), o.run.tps() / plain.run.tps().max(1e-9)))
         })
-    };
-    let summary = json!({
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    let mismatches: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.identical_to_plain)
+        .map(|o| format!("{} {}", o.id, o.mode.name()))
+        .collect();
+    json!({
         "plain_tps": round(plain.tps()),
         "speculative_tps": round(speculative.tps()),
         "speedup": ratio(speculative.tps(), plain.tps()),
         "acceptance_rate": round(always.trace.acceptance_rate()),
-        "identical": identical,
+        "identical": mismatches.is_empty(),
         "lookup_speedup": if edit_plain.runs > 0 { json!(ratio(edit_lookup.tps(), edit_plain.tps())) } else { json!(null) },
         "modeled_free_verify_speedup": round(free_speedup),
         "always_tps": round(always.tps()),
@@ -409,36 +462,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "draft_ms_per_token": round(draft_ms),
         "draft_cost_ratio": round(draft_ratio),
         "time_breakdown": {
-            "speculative": breakdown(&speculative),
-            "always": breakdown(&always),
-            "lookup": breakdown(&edit_lookup),
+            "speculative": speculative.breakdown(),
+            "always": always.breakdown(),
+            "lookup": edit_lookup.breakdown(),
         },
         "per_set_tps": per_set,
-        "min_item_speedup": item_speedups.iter().map(|x| round(x.1)).fold(f64::INFINITY, f64::min),
-        "min_item_speedup_id": item_speedups.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|x| x.0.clone()),
+        "min_item_speedup": slowest.as_ref().map(|s| round(s.1)),
+        "min_item_speedup_id": slowest.map(|s| s.0),
         "mismatches": mismatches,
-        "reference": reference,
-        "items": items.len(),
-        "max_tokens": args.max_tokens,
-        "max_draft": args.max_draft,
-        "threads": threads,
+        "max_draft": max_draft,
         "target": target.id(),
-        "draft": drafter.model().id(),
-        "wall_s": round(wall_s),
-    });
-    let report = report_text(&summary);
-    write_outputs(
-        &out,
-        "tandem bench speculative",
-        &report,
-        &summary,
-        &records,
-    )?;
-    for line in report.lines().filter(|l| l.starts_with("- ")) {
-        say(line);
-    }
-    say(format!("wrote {}", out.display()));
-    Ok(())
+        "draft": bench.drafter.model().id(),
+    })
+}
+
+/// One line of records.jsonl.
+fn record(o: &Outcome, target: &GgufModel) -> Value {
+    let bytes: Vec<u8> = o
+        .run
+        .tokens
+        .iter()
+        .flat_map(|&t| target.token_bytes(t))
+        .collect();
+    json!({
+        "id": o.id,
+        "set": o.set,
+        "mode": o.mode.name(),
+        "prompt_tokens": o.prompt_tokens,
+        "tokens": o.run.tokens.len(),
+        "decode_ms": round(o.run.decode_ms),
+        "tokens_per_s": round(o.run.tps()),
+        "identical_to_plain": o.identical_to_plain,
+        "output": String::from_utf8_lossy(&bytes),
+        "trace": o.run.trace,
+    })
 }
 
 /// Generate greedily from an empty cache with one mode's drafters.
@@ -543,154 +600,20 @@ fn calibration_text() -> String {
         .repeat(4)
 }
 
-/// llama.cpp's `llama-speculative-simple` on the same files and prompts: draft-model drafting
-/// on the HumanEval and MT-Bench prompts, n-gram drafting on the code edits.
-fn run_reference(
-    dir: &Path,
-    target_path: &Path,
-    draft_path: &Path,
-    target: &GgufModel,
-    items: &[Item],
-    args: &Args,
-    threads: u32,
-) -> Value {
-    let bin = dir.join("llama-speculative-simple");
-    let mut by_kind: Vec<(&str, f64, f64, u64, u64)> = Vec::new(); // kind, tokens, seconds, drafted, accepted
-    let mut errors: Vec<String> = Vec::new();
-    for item in items {
-        let kind = if item.set == "code_edit" {
-            "ngram"
-        } else {
-            "draft"
-        };
-        let rendered = match template::render(target, &[Message::user(item.text.as_str())]) {
-            Ok(r) => r,
-            Err(e) => {
-                errors.push(format!("{}: {e}", item.id));
-                continue;
-            }
-        };
-        match llama_speculative(
-            &bin,
-            target_path,
-            draft_path,
-            &rendered,
-            kind,
-            args,
-            threads,
-        ) {
-            Ok((tokens, seconds, drafted, accepted)) => {
-                eprintln!(
-                    "reference {} ({kind}): {:.1} tok/s",
-                    item.id,
-                    tokens / seconds.max(1e-9)
-                );
-                match by_kind.iter_mut().find(|k| k.0 == kind) {
-                    Some(k) => {
-                        k.1 += tokens;
-                        k.2 += seconds;
-                        k.3 += drafted;
-                        k.4 += accepted;
-                    }
-                    None => by_kind.push((kind, tokens, seconds, drafted, accepted)),
-                }
-            }
-            Err(e) => errors.push(format!("{} ({kind}): {e:#}", item.id)),
-        }
-    }
-    let mut result = serde_json::Map::new();
-    for (kind, tokens, seconds, drafted, accepted) in by_kind {
-        let name = if kind == "draft" {
-            "llama_speculative"
-        } else {
-            "llama_lookup"
-        };
-        result.insert(
-            format!("{name}_tps"),
-            json!(round(tokens / seconds.max(1e-9))),
-        );
-        result.insert(
-            format!("{name}_acceptance_rate"),
-            json!(if drafted > 0 {
-                round(accepted as f64 / drafted as f64)
-            } else {
-                0.0
-            }),
-        );
-    }
-    result.insert("errors".into(), json!(errors));
-    result.insert("binary".into(), json!(bin.display().to_string()));
-    Value::Object(result)
-}
-
-/// One run: (decoded tokens, seconds, drafted, accepted).
-fn llama_speculative(
-    bin: &Path,
-    target: &Path,
-    draft: &Path,
-    prompt: &str,
-    kind: &str,
-    args: &Args,
-    threads: u32,
-) -> anyhow::Result<(f64, f64, u64, u64)> {
-    let prompt_file =
-        std::env::temp_dir().join(format!("tandem-ref-prompt-{}.txt", std::process::id()));
-    std::fs::write(&prompt_file, prompt)?;
-    let mut command = std::process::Command::new(bin);
-    command
-        .args(["-m", &target.display().to_string()])
-        .args(["-f", &prompt_file.display().to_string()])
-        .args(["-n", &args.max_tokens.to_string()])
-        .args(["-t", &threads.to_string()])
-        .args(["-c", "4096", "--temp", "0"])
-        .args(["--spec-draft-n-max", &args.max_draft.to_string()]);
-    if kind == "draft" {
-        command
-            .args(["-md", &draft.display().to_string()])
-            .args(["-td", &threads.to_string()])
-            .args(["--spec-type", "draft-simple"]);
-    } else {
-        command.args(["--spec-type", "ngram-simple"]);
-    }
-    let output = command
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", bin.display()))?;
-    let _ = std::fs::remove_file(&prompt_file);
-    let log = String::from_utf8_lossy(&output.stderr).into_owned()
-        + &String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-        bail!("exit {}: {tail}", output.status);
-    }
-    parse_llama_speculative(&log).context("no 'decoded N tokens in S seconds' line in its output")
-}
-
-/// Reads `decoded N tokens in S seconds`, `n_drafted = D` and `n_accept = A` from the log.
-fn parse_llama_speculative(log: &str) -> Option<(f64, f64, u64, u64)> {
-    let decoded = log.lines().find_map(|l| {
-        let rest = &l[l.find("decoded")? + "decoded".len()..];
-        let mut words = rest.split_whitespace();
-        let tokens: f64 = words.next()?.parse().ok()?;
-        let seconds: f64 = words.nth(2)?.parse().ok()?;
-        Some((tokens, seconds))
-    })?;
-    let field = |name: &str| {
-        log.lines().find_map(|l| {
-            let rest = &l[l.find(name)? + name.len()..];
-            rest.trim_start()
-                .strip_prefix('=')?
-                .trim()
-                .parse::<u64>()
-                .ok()
+/// Each prompt as the chat template renders it for `model` (what llama.cpp's tool reads), with
+/// whether it is a code edit (drafted by n-gram lookup there).
+fn rendered_prompts(model: &GgufModel, items: &[Item]) -> Vec<reference::Prompt> {
+    items
+        .iter()
+        .filter_map(|item| {
+            let text = template::render(model, &[Message::user(item.text.as_str())]).ok()?;
+            Some(reference::Prompt {
+                id: item.id.clone(),
+                ngram: item.set == "code_edit",
+                text,
+            })
         })
-    };
-    Some((
-        decoded.0,
-        decoded.1,
-        field("n_drafted").unwrap_or(0),
-        field("n_accept").unwrap_or(0),
-    ))
+        .collect()
 }
 
 fn report_text(s: &Value) -> String {
@@ -733,16 +656,4 @@ fn report_text(s: &Value) -> String {
         s["time_breakdown"]["speculative"]
     ));
     lines.join("\n") + "\n"
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_llama_speculative_output() {
-        let log = "I encoded   18 tokens in    0.316 seconds, speed:   56.983 t/s\nI decoded   49 tokens in    4.021 seconds, speed:   12.187 t/s\nI n_draft   = 2\nI n_predict = 49\nI n_drafted = 36\nI n_accept  = 31\n";
-        assert_eq!(parse_llama_speculative(log), Some((49.0, 4.021, 36, 31)));
-        assert_eq!(parse_llama_speculative("nothing here"), None);
-    }
 }

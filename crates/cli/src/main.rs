@@ -8,6 +8,7 @@ mod chat;
 mod datasets;
 mod models_cmd;
 mod output;
+mod reference;
 mod serve;
 
 use std::net::SocketAddr;
