@@ -65,6 +65,90 @@ pub fn read_dataset(path: &Path) -> anyhow::Result<Dataset> {
     }
 }
 
+/// One row of an outcomes CSV (RouteLLM's released per-question results): the prompt, then
+/// whether each model answered it correctly, weak (small) first, strong (large) second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeRow {
+    pub prompt: String,
+    pub small: bool,
+    pub large: bool,
+}
+
+/// Read `prompt,<weak model>,<strong model>` rows (a header line first; True/False values).
+pub fn read_outcomes(path: &Path) -> anyhow::Result<Vec<OutcomeRow>> {
+    let text = read_text(path)?;
+    let records = parse_csv(&text);
+    let mut rows = records.into_iter();
+    let Some(header) = rows.next() else {
+        bail!("{}: empty file", path.display());
+    };
+    if header.len() < 3 {
+        bail!(
+            "{}: expected a header `prompt,<weak model>,<strong model>`, got {header:?}",
+            path.display()
+        );
+    }
+    let flag = |value: &str, line: usize| match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => bail!(
+            "{}: record {line}: {other:?} is not True/False",
+            path.display()
+        ),
+    };
+    rows.enumerate()
+        .filter(|(_, r)| !(r.len() == 1 && r[0].trim().is_empty()))
+        .map(|(i, r)| {
+            if r.len() < 3 {
+                bail!(
+                    "{}: record {} has {} fields, expected 3",
+                    path.display(),
+                    i + 2,
+                    r.len()
+                );
+            }
+            Ok(OutcomeRow {
+                prompt: r[0].clone(),
+                small: flag(&r[1], i + 2)?,
+                large: flag(&r[2], i + 2)?,
+            })
+        })
+        .collect()
+}
+
+/// RFC 4180 CSV: commas, double quotes around fields that hold commas, quotes or line breaks,
+/// and `""` for a quote inside them.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => record.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                record.push(std::mem::take(&mut field));
+                records.push(std::mem::take(&mut record));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    if !field.is_empty() || !record.is_empty() {
+        record.push(field);
+        records.push(record);
+    }
+    records
+}
+
 fn parse_lines<'a, T: serde::de::DeserializeOwned>(
     path: &Path,
     lines: impl Iterator<Item = (usize, &'a str)>,
@@ -115,6 +199,19 @@ mod tests {
             Dataset::MtBench(items) => assert_eq!(items[0].turns.len(), 2),
             other => panic!("{other:?}"),
         }
+        let csv = dir.path().join("o.csv");
+        std::fs::write(
+            &csv,
+            "prompt,weak,strong\n\"Say \"\"hi\"\", twice\nplease\",True,False\nplain,false,TRUE\n",
+        )?;
+        let rows = read_outcomes(&csv)?;
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].prompt, "Say \"hi\", twice\nplease");
+        assert!(rows[0].small && !rows[0].large && rows[1].large);
+        std::fs::write(&csv, "prompt,weak,strong\nx,maybe,True\n")?;
+        assert!(read_outcomes(&csv)
+            .err()
+            .is_some_and(|e| e.to_string().contains("not True/False")));
         let bad = dir.path().join("bad.jsonl");
         std::fs::write(&bad, "{\"x\": 1}\n")?;
         assert!(read_dataset(&bad)

@@ -9,6 +9,7 @@ mod datasets;
 mod models_cmd;
 mod output;
 mod reference;
+mod router_cmd;
 mod serve;
 
 use std::net::SocketAddr;
@@ -50,6 +51,28 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Measure quality and cost of models and strategies.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
+    /// Train routers.
+    Router {
+        #[command(subcommand)]
+        command: RouterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Score a trained router on per-prompt outcomes (APGR, CPT) without generating.
+    Router(router_cmd::EvalArgs),
+}
+
+#[derive(Subcommand)]
+enum RouterCommand {
+    /// Train a router on per-prompt outcomes (prompt, small right?, large right?).
+    Train(router_cmd::TrainArgs),
 }
 
 #[derive(Subcommand)]
@@ -86,6 +109,12 @@ fn main() -> std::process::ExitCode {
         Command::Bench { command } => match command {
             BenchCommand::Engine(args) => bench_engine::run(args),
             BenchCommand::Speculative(args) => bench_speculative::run(args),
+        },
+        Command::Eval { command } => match command {
+            EvalCommand::Router(args) => router_cmd::eval(args),
+        },
+        Command::Router { command } => match command {
+            RouterCommand::Train(args) => router_cmd::train(args),
         },
     };
     match result {

@@ -349,6 +349,72 @@ fn read_summary(out: &Path, positive: &[&str]) -> serde_json::Value {
 }
 
 #[test]
+fn router_trains_on_outcomes_and_is_scored_on_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("outcomes.csv");
+    // The small model fails the long arithmetic questions, gets the short ones right.
+    let mut text = String::from("prompt,small,large\n");
+    for i in 0..24 {
+        if i % 2 == 0 {
+            text.push_str(&format!("\"What is {i} plus 1?\",True,True\n"));
+        } else {
+            text.push_str(&format!(
+                "\"A train leaves at {i}:00, stops twice, and travels 3 hours at 60 km/h; how far, in meters, has it gone, net of a {i} km detour?\",False,True\n"
+            ));
+        }
+    }
+    std::fs::write(&csv, text).unwrap();
+    let router = dir.path().join("router.json");
+    let train = Command::new(TANDEM)
+        .args(["router", "train", "--model"])
+        .arg(tiny_model())
+        .arg("--outcomes")
+        .arg(&csv)
+        .arg("--out")
+        .arg(&router)
+        .output()
+        .unwrap();
+    assert!(
+        train.status.success(),
+        "{}",
+        String::from_utf8_lossy(&train.stderr)
+    );
+    let out = dir.path().join("eval");
+    let eval = Command::new(TANDEM)
+        .args(["eval", "router", "--router"])
+        .arg(&router)
+        .arg("--outcomes")
+        .arg(&csv)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let summary = read_summary(&out, &["apgr", "cpt50", "cpt80", "random_apgr"]);
+    // The split is trivially learnable from the prompts, so the router should be perfect: it
+    // sends the 12 long questions first, closing the gap linearly over the first half of the
+    // sweep (APGR 0.25 + 0.5 = 0.75, the most these items allow; random is 0.5).
+    assert!(summary["apgr"].as_f64().unwrap() > 0.74, "{summary}");
+    assert!(summary["cpt50"].as_f64().unwrap() <= 0.26, "{summary}");
+    assert!(out.join("curve.svg").exists());
+    // A router file that is not one is a clear error.
+    std::fs::write(&router, "{}").unwrap();
+    let bad = Command::new(TANDEM)
+        .args(["eval", "router", "--router"])
+        .arg(&router)
+        .arg("--outcomes")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a router file"));
+}
+
+#[test]
 fn models_list_shows_the_catalog() {
     let output = Command::new(TANDEM)
         .args(["models", "list"])

@@ -5,6 +5,8 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod router;
+pub mod routing;
 pub mod trace;
 
 pub use chat::{
