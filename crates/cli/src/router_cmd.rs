@@ -44,6 +44,9 @@ pub struct TrainArgs {
     limit: Option<usize>,
     #[arg(long)]
     threads: Option<u32>,
+    /// L2 penalty on the weights (higher: simpler router, less fitted to the training rows).
+    #[arg(long, default_value_t = TrainOptions::default().l2)]
+    l2: f32,
 }
 
 #[derive(clap::Args)]
@@ -85,7 +88,11 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     let mut embedder = Embedder::load(&args.model, args.threads)?;
     let features = embedder.embed_all(&rows)?;
     let labels: Vec<bool> = rows.iter().map(|r| !r.small).collect();
-    let router = LogisticRouter::train(&embedder.id, &features, &labels, TrainOptions::default())
+    let options = TrainOptions {
+        l2: args.l2,
+        ..TrainOptions::default()
+    };
+    let router = LogisticRouter::train(&embedder.id, &features, &labels, options)
         .context("nothing to learn: the small model was right on every row, or on none")?;
     let scores: Vec<f64> = features.iter().map(|f| router.score(f)).collect();
     let fit = score_curve(&quality_curve(&scores, &outcomes(&rows)));
@@ -134,11 +141,16 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let curve = quality_curve(&scores, &items);
     let s = score_curve(&curve);
     let random = random_apgr(&items, 200, 42);
+    // The baseline a trained router must beat besides random: longer prompts go large first.
+    let lengths: Vec<f64> = rows.iter().map(|r| r.prompt.len() as f64).collect();
+    let by_length = score_curve(&quality_curve(&lengths, &items));
     let summary = json!({
         "apgr": round3(s.apgr),
         "cpt50": s.cpt50.map(round3),
         "cpt80": s.cpt80.map(round3),
         "random_apgr": round3(random),
+        "length_apgr": round3(by_length.apgr),
+        "length_cpt50": by_length.cpt50.map(round3),
         "small_accuracy": round3(s.small_quality),
         "large_accuracy": round3(s.large_quality),
         "items": rows.len(),
@@ -157,20 +169,22 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let report = format!(
         "Quality as the share sent to the large model grows, highest router scores first \
          (the dashed line is a random router):\n\n![quality vs large-model share](curve.svg)\n\n\
-         - APGR {:.3} (random {:.3}), CPT(50%) {}, CPT(80%) {}\n",
+         - APGR {:.3} (random {:.3}, longest prompts first {:.3}), CPT(50%) {}, CPT(80%) {}\n",
         s.apgr,
         random,
+        by_length.apgr,
         share(s.cpt50),
         share(s.cpt80)
     );
     write_outputs(&out, "tandem eval router", &report, &summary, &records)?;
     say(format!(
-        "- {} items: small {:.3}, large {:.3}; router APGR {:.3} (random {:.3}), CPT(50%) {}, CPT(80%) {}",
+        "- {} items: small {:.3}, large {:.3}; router APGR {:.3} (random {:.3}, longest prompts first {:.3}), CPT(50%) {}, CPT(80%) {}",
         rows.len(),
         s.small_quality,
         s.large_quality,
         s.apgr,
         random,
+        by_length.apgr,
         share(s.cpt50),
         share(s.cpt80)
     ));
