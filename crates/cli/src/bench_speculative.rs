@@ -290,10 +290,7 @@ fn setup(
         &target,
     )?;
     let mut calibrated = DraftPolicy::new(DraftMode::Adaptive, max_draft);
-    let filler = target.tokenize(&calibration_text(), false, false);
-    calibrated.calibrate_target(&mut ctx, 0, &filler)?;
-    let (step_ms, read_ms) = drafter.measure_costs_ms(&filler)?;
-    calibrated.set_draft_costs(step_ms, read_ms);
+    calibrated.calibrate(&mut ctx, 0, Some(&mut drafter))?;
     let policies = [Mode::Plain, Mode::Speculative, Mode::Always, Mode::Lookup]
         .into_iter()
         .map(|m| {
@@ -541,8 +538,7 @@ fn run_mode(
 }
 
 fn chat_prompt(model: &GgufModel, text: &str) -> anyhow::Result<Vec<TokenId>> {
-    let rendered = template::render(model, &[Message::user(text)])?;
-    Ok(model.tokenize(&rendered, model.adds_bos(), true))
+    Ok(template::prompt_tokens(model, &[Message::user(text)])?)
 }
 
 /// HumanEval and MT-Bench items (first `limit` of each file), then code edits made from the
@@ -593,11 +589,6 @@ fn load_items(files: &[PathBuf], limit: usize) -> anyhow::Result<Vec<Item>> {
         bail!("no prompts in {files:?}");
     }
     Ok(items)
-}
-
-fn calibration_text() -> String {
-    "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n\n"
-        .repeat(4)
 }
 
 /// Each prompt as the chat template renders it for `model` (what llama.cpp's tool reads), with

@@ -26,6 +26,16 @@ pub enum Part {
     Test,
 }
 
+/// Which rows of the outcomes CSV to use.
+#[derive(clap::Args)]
+pub struct Rows {
+    #[arg(long, value_enum, default_value_t = Part::All)]
+    part: Part,
+    /// At most this many rows (after the split), in file order.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// CSV: prompt, then whether the small (weak) and the large (strong) model were right.
@@ -37,11 +47,8 @@ pub struct TrainArgs {
     /// The model whose hidden states are the features: catalog id or GGUF path.
     #[arg(long, default_value = "qwen2.5-coder-0.5b-instruct")]
     model: String,
-    #[arg(long, value_enum, default_value_t = Part::All)]
-    part: Part,
-    /// At most this many rows (after the split), in file order.
-    #[arg(long)]
-    limit: Option<usize>,
+    #[command(flatten)]
+    rows: Rows,
     #[arg(long)]
     threads: Option<u32>,
     /// L2 penalty on the weights (higher: simpler router, less fitted to the training rows).
@@ -60,10 +67,8 @@ pub struct EvalArgs {
     /// Output folder (default: runs/eval-router-<time>).
     #[arg(long)]
     out: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Part::All)]
-    part: Part,
-    #[arg(long)]
-    limit: Option<usize>,
+    #[command(flatten)]
+    rows: Rows,
     #[arg(long)]
     threads: Option<u32>,
 }
@@ -76,13 +81,13 @@ struct RouterFile {
 }
 
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let rows = select(read_outcomes(&args.outcomes)?, args.part, args.limit);
+    let rows = select(read_outcomes(&args.outcomes)?, &args.rows);
     if rows.len() < 10 {
         bail!(
             "{}: {} rows in part {:?}; training needs at least 10",
             args.outcomes.display(),
             rows.len(),
-            args.part
+            args.rows.part
         );
     }
     let mut embedder = Embedder::load(&args.model, args.threads)?;
@@ -117,12 +122,12 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.router.display()))?;
     let file: RouterFile = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a router file", args.router.display()))?;
-    let rows = select(read_outcomes(&args.outcomes)?, args.part, args.limit);
+    let rows = select(read_outcomes(&args.outcomes)?, &args.rows);
     if rows.is_empty() {
         bail!(
             "{}: no rows in part {:?}",
             args.outcomes.display(),
-            args.part
+            args.rows.part
         );
     }
     let out = out_dir(args.out.as_ref(), "eval-router")?;
@@ -154,7 +159,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         "small_accuracy": round3(s.small_quality),
         "large_accuracy": round3(s.large_quality),
         "items": rows.len(),
-        "part": format!("{:?}", args.part).to_lowercase(),
+        "part": format!("{:?}", args.rows.part).to_lowercase(),
         "router": args.router.display().to_string(),
         "features": file.router.features,
     });
@@ -210,14 +215,14 @@ fn outcomes(rows: &[OutcomeRow]) -> Vec<Outcome> {
 }
 
 /// The rows of one part of the fixed split, then the first `limit`.
-fn select(rows: Vec<OutcomeRow>, part: Part, limit: Option<usize>) -> Vec<OutcomeRow> {
+fn select(rows: Vec<OutcomeRow>, which: &Rows) -> Vec<OutcomeRow> {
     rows.into_iter()
-        .filter(|r| match part {
+        .filter(|r| match which.part {
             Part::All => true,
             Part::Test => in_test_split(&r.prompt),
             Part::Train => !in_test_split(&r.prompt),
         })
-        .take(limit.unwrap_or(usize::MAX))
+        .take(which.limit.unwrap_or(usize::MAX))
         .collect()
 }
 

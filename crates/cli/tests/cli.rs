@@ -157,35 +157,26 @@ fn chat_streams_answers_in_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let config = tiny_config(dir.path());
     let config = config.to_str().unwrap();
-    let (stdout, stderr) = run_chat(
-        &[
-            "--model",
-            "small",
-            "--temperature",
-            "0",
-            "--max-tokens",
-            "12",
-            "--config",
-            config,
-        ],
-        b"Say hello.\nAnd again.\n",
-    );
+    let chat = |model: &str| {
+        run_chat(
+            &[
+                "--model",
+                model,
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "12",
+                "--config",
+                config,
+            ],
+            b"Say hello.\nAnd again.\n",
+        )
+    };
+    let (stdout, stderr) = chat("small");
     assert_eq!(stderr.matches("completion tokens").count(), 2, "{stderr}");
     assert!(stdout.trim().lines().count() >= 2, "{stdout}");
     // The speculative pair answers the same, and says how its drafts fared.
-    let (fast_stdout, stderr) = run_chat(
-        &[
-            "--model",
-            "fast",
-            "--temperature",
-            "0",
-            "--max-tokens",
-            "12",
-            "--config",
-            config,
-        ],
-        b"Say hello.\nAnd again.\n",
-    );
+    let (fast_stdout, stderr) = chat("fast");
     assert_eq!(fast_stdout, stdout);
     assert_eq!(stderr.matches("of drafts accepted").count(), 2, "{stderr}");
 }

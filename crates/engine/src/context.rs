@@ -260,6 +260,18 @@ impl Context {
         Ok(())
     }
 
+    /// How many leading tokens of `tokens` sequence `seq` already holds in its cache (0 for a
+    /// sequence that does not exist).
+    pub fn cached_prefix(&self, seq: usize, tokens: &[TokenId]) -> usize {
+        self.seqs.get(seq).map_or(0, |cached| {
+            cached
+                .iter()
+                .zip(tokens)
+                .take_while(|(a, b)| a == b)
+                .count()
+        })
+    }
+
     /// Make `prompt` the content of sequence `seq`, reusing the longest cached prefix and reading
     /// the rest in [`PREFILL_CHUNK`]-token calls; returns the logits after the last prompt token.
     pub fn prefill(&mut self, seq: usize, prompt: &[TokenId]) -> Result<Vec<f32>, EngineError> {
@@ -268,12 +280,7 @@ impl Context {
         }
         self.check_seq(seq)?;
         // At least the last prompt token is evaluated: its logits are the answer.
-        let common = self.seqs[seq]
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len() - 1);
+        let common = self.cached_prefix(seq, prompt).min(prompt.len() - 1);
         self.keep(seq, common)?;
         let rest = &prompt[common..];
         let chunks = rest.len().div_ceil(PREFILL_CHUNK);

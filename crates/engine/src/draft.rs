@@ -114,14 +114,7 @@ impl ModelDrafter {
 
     /// Tokens of `history` the draft model has not read yet: drafting first has to catch up.
     pub fn pending(&self, history: &[TokenId]) -> usize {
-        let common = self
-            .ctx
-            .tokens(0)
-            .iter()
-            .zip(history)
-            .take_while(|(a, b)| a == b)
-            .count();
-        history.len() - common
+        history.len() - self.ctx.cached_prefix(0, history)
     }
 
     fn try_draft(
@@ -130,12 +123,9 @@ impl ModelDrafter {
         max: usize,
         mut sampler: Option<&mut Sampler>,
     ) -> Result<Draft, EngineError> {
-        let cached = self.ctx.tokens(0);
-        let common = cached
-            .iter()
-            .zip(history)
-            .take_while(|(a, b)| a == b)
-            .count()
+        let common = self
+            .ctx
+            .cached_prefix(0, history)
             // Re-evaluate at least the last token: its logits give the first draft.
             .min(history.len().saturating_sub(1));
         self.ctx.keep(0, common)?;
@@ -162,9 +152,12 @@ impl ModelDrafter {
 
     /// Median time in ms of one draft-model step, and of reading `filler` as a prompt, per
     /// token. Uses sequence 0 and clears it.
-    pub fn measure_costs_ms(&mut self, filler: &[TokenId]) -> Result<(f64, f64), EngineError> {
+    pub(crate) fn measure_costs_ms(
+        &mut self,
+        filler: &[TokenId],
+    ) -> Result<(f64, f64), EngineError> {
         self.ctx.clear(0)?;
-        let step = crate::policy::measure_rows_ms(&mut self.ctx, filler, 1)?;
+        let step = crate::policy::measure_rows_ms(&mut self.ctx, 0, filler, 1)?;
         self.ctx.clear(0)?;
         let start = std::time::Instant::now();
         self.ctx.eval(0, filler, Logits::None)?;

@@ -102,12 +102,7 @@ pub(crate) fn prompt_tokens(
             "messages must not be empty".into(),
         ));
     }
-    let prompt = template::render(model, &request.messages)?;
-    // The rendered template contains control tokens as text (e.g. <|im_start|>). Templates that
-    // write the BOS token themselves must not get a second one.
-    let bos = model.bos_text();
-    let add_bos = model.adds_bos() && (bos.is_empty() || !prompt.starts_with(bos));
-    Ok(model.tokenize(&prompt, add_bos, true))
+    Ok(template::prompt_tokens(model, &request.messages)?)
 }
 
 /// Validate a request against the context window and turn it into a job for an engine thread,

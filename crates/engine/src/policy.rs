@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use crate::context::{Context, Logits, MAX_INVARIANT_ROWS};
-use crate::draft::DraftSource;
+use crate::draft::{DraftSource, ModelDrafter};
 use crate::sampler::TokenId;
 use crate::EngineError;
 
@@ -86,19 +86,29 @@ impl DraftPolicy {
         self.max_draft
     }
 
-    /// Time target passes of 1..=max_draft+1 rows on sequence `seq` (cleared before and after).
-    pub fn calibrate_target(
+    /// Measure the costs the policy starts from: target passes of 1..=max_draft+1 rows on
+    /// sequence `seq` of `ctx` (cleared before and after), and the draft model's step and
+    /// catch-up costs when there is one.
+    pub fn calibrate(
         &mut self,
         ctx: &mut Context,
         seq: usize,
-        filler: &[TokenId],
+        drafter: Option<&mut ModelDrafter>,
     ) -> Result<(), EngineError> {
+        // Any real tokens do: only their count matters.
+        let text = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n\n".repeat(4);
+        let filler = ctx.model().tokenize(&text, false, false);
         for rows in 1..=self.max_draft + 1 {
             ctx.clear(seq)?;
-            let ms = measure_rows_ms_on(ctx, seq, filler, rows)?;
+            let ms = measure_rows_ms(ctx, seq, &filler, rows)?;
             self.verify_ms[rows] = Some(ms);
         }
-        ctx.clear(seq)
+        ctx.clear(seq)?;
+        if let Some(drafter) = drafter {
+            let (step_ms, read_ms) = drafter.measure_costs_ms(&filler)?;
+            self.set_draft_costs(step_ms, read_ms);
+        }
+        Ok(())
     }
 
     /// Set the draft model's cost per drafted token, and per token it reads to catch up.
@@ -273,16 +283,8 @@ fn ema(old: Option<f64>, new: f64, weight: f64) -> f64 {
     old.map_or(new, |o| o + weight * (new - o))
 }
 
-/// Median time (ms) of evaluating `rows` tokens after a short context on sequence 0.
+/// Median time (ms) of evaluating `rows` tokens after a short context on sequence `seq`.
 pub(crate) fn measure_rows_ms(
-    ctx: &mut Context,
-    filler: &[TokenId],
-    rows: usize,
-) -> Result<f64, EngineError> {
-    measure_rows_ms_on(ctx, 0, filler, rows)
-}
-
-fn measure_rows_ms_on(
     ctx: &mut Context,
     seq: usize,
     filler: &[TokenId],

@@ -48,7 +48,6 @@ impl Scheduler {
 
 /// A request occupying a sequence slot.
 struct Active {
-    job: Job,
     /// Prompt tokens still to evaluate.
     pending: Vec<TokenId>,
     /// Sampled, sent, but not yet evaluated.
@@ -93,12 +92,9 @@ impl Worker {
             self.jobs.taken(1);
             // Reuse the longest cached prefix, but always evaluate at least one prompt token
             // so there are logits to sample from.
-            let cached = self.ctx.tokens(seq);
-            let common = cached
-                .iter()
-                .zip(&job.prompt)
-                .take_while(|(a, b)| a == b)
-                .count()
+            let common = self
+                .ctx
+                .cached_prefix(seq, &job.prompt)
                 .min(job.prompt.len().saturating_sub(1));
             if let Err(e) = self.ctx.keep(seq, common) {
                 let _ = job.events.send(Err(e.into()));
@@ -110,12 +106,11 @@ impl Worker {
                 last: None,
                 sampler: Sampler::new(&job.params, job.seed),
                 emitter: Emitter::new(
-                    job.events.clone(),
+                    job.events,
                     &job.params,
                     job.prompt.len() as u32,
                     job.max_new_tokens,
                 ),
-                job,
             });
         }
     }
@@ -125,14 +120,7 @@ impl Worker {
         let next = self.queue.front()?;
         (0..self.slots.len())
             .filter(|&s| self.slots[s].is_none())
-            .max_by_key(|&s| {
-                self.ctx
-                    .tokens(s)
-                    .iter()
-                    .zip(&next.prompt)
-                    .take_while(|(a, b)| a == b)
-                    .count()
-            })
+            .max_by_key(|&s| self.ctx.cached_prefix(s, &next.prompt))
     }
 
     /// One step: the next token of every decoding request, then one chunk of one prompt.
@@ -142,7 +130,7 @@ impl Worker {
     /// whatever else the server is doing (see `MAX_INVARIANT_ROWS`).
     fn step(&mut self) {
         for slot in self.slots.iter_mut() {
-            if slot.as_ref().is_some_and(|a| a.job.events.is_closed()) {
+            if slot.as_ref().is_some_and(|a| a.emitter.is_closed()) {
                 *slot = None; // client gone: stop generating (its KV stays as prefix cache)
             }
         }
@@ -193,7 +181,7 @@ impl Worker {
                 let error = ModelError::Internal(e.to_string());
                 for (seq, _, _) in plan {
                     if let Some(active) = self.slots[*seq].take() {
-                        let _ = active.job.events.send(Err(error.clone()));
+                        active.emitter.fail(error.clone());
                     }
                     let _ = self.ctx.clear(*seq);
                 }

@@ -15,7 +15,7 @@ use crate::emit::Emitter;
 use crate::local::prepare_job;
 use crate::policy::{DraftMode, DraftPolicy};
 use crate::queue::{job_queue, Job, JobQueue, JobReceiver};
-use crate::sampler::{Sampler, TokenId};
+use crate::sampler::Sampler;
 use crate::speculative::{generate, Drafters, Flow};
 use crate::{EngineError, GgufModel};
 
@@ -81,12 +81,7 @@ impl SpeculativeModel {
             None => None,
         };
         let mut policy = DraftPolicy::new(options.mode, options.max_draft);
-        let filler = calibration_tokens(&target);
-        policy.calibrate_target(&mut ctx, 0, &filler)?;
-        if let Some(drafter) = drafter.as_mut() {
-            let (step_ms, read_ms) = drafter.measure_costs_ms(&filler)?;
-            policy.set_draft_costs(step_ms, read_ms);
-        }
+        policy.calibrate(&mut ctx, 0, drafter.as_mut())?;
         tracing::info!(
             target = %target.id(),
             draft = drafter.as_ref().map_or("none".to_string(), |d| d.model().id()),
@@ -138,12 +133,6 @@ impl ChatModel for SpeculativeModel {
             Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
         }
     }
-}
-
-/// Text to time passes with: any tokens do, they only need to be real.
-fn calibration_tokens(model: &GgufModel) -> Vec<TokenId> {
-    let text = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n\n".repeat(4);
-    model.tokenize(&text, false, false)
 }
 
 struct Worker {

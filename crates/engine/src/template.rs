@@ -7,6 +7,7 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate};
 use minijinja::{context, Environment, Error, ErrorKind};
 use tandem_core::Message;
 
+use crate::sampler::TokenId;
 use crate::{EngineError, GgufModel};
 
 /// Render `messages` and open the assistant's turn.
@@ -25,6 +26,16 @@ pub fn render(model: &GgufModel, messages: &[Message]) -> Result<String, EngineE
         }
     }
     render_builtin(model, messages)
+}
+
+/// The prompt tokens `messages` render to, the assistant's turn open.
+pub fn prompt_tokens(model: &GgufModel, messages: &[Message]) -> Result<Vec<TokenId>, EngineError> {
+    let prompt = render(model, messages)?;
+    // The rendered template contains control tokens as text (e.g. <|im_start|>). Templates that
+    // write the BOS token themselves must not get a second one.
+    let bos = model.bos_text();
+    let add_bos = model.adds_bos() && (bos.is_empty() || !prompt.starts_with(bos));
+    Ok(model.tokenize(&prompt, add_bos, true))
 }
 
 /// Run a Hugging Face style chat template.

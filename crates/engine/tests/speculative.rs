@@ -124,8 +124,7 @@ fn check_identical(path: PathBuf, longest: usize, random: usize) {
     cases.extend(random_prompts(7, random));
     let (mut lookup_accepted, mut self_accepted, mut self_drafted, mut rejected) = (0, 0, 0, 0);
     for (i, (text, max_new)) in cases.iter().enumerate() {
-        let rendered = template::render(&model, &[Message::user(text.as_str())]).unwrap();
-        let prompt = model.tokenize(&rendered, model.adds_bos(), true);
+        let prompt = template::prompt_tokens(&model, &[Message::user(text.as_str())]).unwrap();
         let reference = plain_greedy(&mut ctx, &prompt, *max_new, &model);
         let runs = [
             ("lookup", true, false, DraftMode::Always),
