@@ -570,6 +570,10 @@ fn load_items(files: &[PathBuf], limit: usize) -> anyhow::Result<Vec<Item>> {
                     }
                 }
             }
+            Dataset::Gsm8k(_) => bail!(
+                "{}: bench speculative reads HumanEval and MT-Bench files",
+                file.display()
+            ),
             Dataset::MtBench(questions) => {
                 for q in questions.into_iter().take(limit) {
                     let Some(first) = q.turns.first() else {

@@ -6,14 +6,18 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tandem_core::config::{
-    Config, DraftingPolicy, LocalModelConfig, ModelConfig, SpeculativeModelConfig,
+    Config, DraftingPolicy, LocalModelConfig, ModelConfig, RoutedModelConfig,
+    SpeculativeModelConfig,
 };
 use tandem_core::ChatModel;
 use tandem_engine::policy::DraftMode;
 use tandem_engine::{LocalModel, LocalModelOptions, SpeculativeModel, SpeculativeOptions};
 use tandem_models::ModelStore;
 use tandem_remote::RemoteModel;
+use tandem_strategy::baselines::{LengthScorer, RandomScorer};
+use tandem_strategy::{Check, Member, PromptScorer, RoutedModel, Strategy};
 
+use crate::embedder::EmbeddingScorer;
 use crate::output::progress_line;
 
 /// Read the config file, or the embedded defaults when there is none.
@@ -25,15 +29,28 @@ pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
-/// Build one named model (local ones are fetched if missing, then loaded).
+/// Build one named model (local ones are fetched if missing, then loaded), with the models it
+/// is made of.
 pub fn build_model(config: &Config, name: &str) -> anyhow::Result<Arc<dyn ChatModel>> {
+    build_into(config, name, &mut BTreeMap::new())
+}
+
+/// Build `name` unless `built` has it; strategies reuse the very instances of their members.
+fn build_into(
+    config: &Config,
+    name: &str,
+    built: &mut BTreeMap<String, Arc<dyn ChatModel>>,
+) -> anyhow::Result<Arc<dyn ChatModel>> {
+    if let Some(model) = built.get(name) {
+        return Ok(model.clone());
+    }
     let model = config.models.get(name).with_context(|| {
         format!(
             "no model named '{name}' in the config (have: {})",
             config.models.keys().cloned().collect::<Vec<_>>().join(", ")
         )
     })?;
-    Ok(match model {
+    let model: Arc<dyn ChatModel> = match model {
         ModelConfig::Local(local) => {
             let path = local_path(name, local)?;
             tracing::info!(model = name, path = %path.display(), "loading local model");
@@ -52,7 +69,74 @@ pub fn build_model(config: &Config, name: &str) -> anyhow::Result<Arc<dyn ChatMo
             Arc::new(RemoteModel::new(name, remote).with_context(|| format!("models.{name}"))?)
         }
         ModelConfig::Speculative(spec) => Arc::new(build_speculative(config, name, spec)?),
-    })
+        ModelConfig::Cascade(routed) => {
+            let check = parse_check(name, &routed.check)?;
+            build_routed(config, name, routed, built, |_| {
+                Ok(Strategy::Cascade {
+                    check,
+                    threshold: routed.threshold,
+                })
+            })?
+        }
+        ModelConfig::Router(routed) => build_routed(config, name, routed, built, |scorer| {
+            Ok(Strategy::Router {
+                scorer: scorer.with_context(|| format!("models.{name}.router is missing"))?,
+                threshold: routed.threshold,
+            })
+        })?,
+        ModelConfig::CascadeRouting(routed) => {
+            let check = parse_check(name, &routed.check)?;
+            build_routed(config, name, routed, built, |scorer| {
+                Ok(Strategy::CascadeRouting {
+                    scorer: scorer.with_context(|| format!("models.{name}.router is missing"))?,
+                    direct_above: routed.direct_above,
+                    local_below: routed.local_below,
+                    check,
+                    threshold: routed.threshold,
+                })
+            })?
+        }
+    };
+    built.insert(name.to_string(), model.clone());
+    Ok(model)
+}
+
+fn parse_check(name: &str, check: &str) -> anyhow::Result<Check> {
+    Check::parse(check).with_context(|| format!("models.{name}.check: unknown check '{check}'"))
+}
+
+/// A routing strategy over two built members, with its router loaded when it has one.
+fn build_routed(
+    config: &Config,
+    name: &str,
+    routed: &RoutedModelConfig,
+    built: &mut BTreeMap<String, Arc<dyn ChatModel>>,
+    strategy: impl FnOnce(Option<Arc<dyn PromptScorer>>) -> anyhow::Result<Strategy>,
+) -> anyhow::Result<Arc<dyn ChatModel>> {
+    let small = Member {
+        name: routed.small.clone(),
+        model: build_into(config, &routed.small, built)?,
+    };
+    let large = Member {
+        name: routed.large.clone(),
+        model: build_into(config, &routed.large, built)?,
+    };
+    let scorer: Option<Arc<dyn PromptScorer>> = match routed.router.as_deref() {
+        Some("length") => Some(Arc::new(LengthScorer::default())),
+        Some("random") => Some(Arc::new(RandomScorer)),
+        Some(path) => Some(Arc::new(
+            EmbeddingScorer::load(std::path::Path::new(path))
+                .with_context(|| format!("models.{name}.router"))?,
+        )),
+        None => None,
+    };
+    Ok(Arc::new(RoutedModel::new(
+        name,
+        small,
+        large,
+        strategy(scorer)?,
+        routed.samples,
+    )))
 }
 
 /// The GGUF file of a local model, fetched if missing.
@@ -103,9 +187,9 @@ fn build_speculative(
 /// Build every configured model. Two names with the same local source share one loaded copy of
 /// the weights (the engine loads each file once per process).
 pub fn build_all(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<dyn ChatModel>>> {
-    config
-        .models
-        .keys()
-        .map(|name| Ok((name.clone(), build_model(config, name)?)))
-        .collect()
+    let mut built = BTreeMap::new();
+    for name in config.models.keys() {
+        build_into(config, name, &mut built)?;
+    }
+    Ok(built)
 }

@@ -44,6 +44,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                 timeout_secs: 600,
                 max_retries: 2,
                 context: None,
+                price: Default::default(),
             },
             std::env::var("TANDEM_API_KEY").ok(),
         )?),

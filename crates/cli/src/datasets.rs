@@ -23,6 +23,16 @@ pub struct HumanEvalItem {
     pub canonical_solution: String,
     #[serde(default)]
     pub entry_point: String,
+    /// The unit tests: defines `check(candidate)`.
+    #[serde(default)]
+    pub test: String,
+}
+
+/// One GSM8K problem: the question and the worked answer ending in `#### <number>`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Gsm8kItem {
+    pub question: String,
+    pub answer: String,
 }
 
 /// One MT-Bench question (its turns, in order).
@@ -37,6 +47,7 @@ pub struct MtBenchItem {
 /// A data file's items, by format.
 #[derive(Debug, Clone)]
 pub enum Dataset {
+    Gsm8k(Vec<Gsm8kItem>),
     HumanEval(Vec<HumanEvalItem>),
     MtBench(Vec<MtBenchItem>),
 }
@@ -55,11 +66,13 @@ pub fn read_dataset(path: &Path) -> anyhow::Result<Dataset> {
         .with_context(|| format!("{}: line 1 is not JSON", path.display()))?;
     if first.get("task_id").is_some() && first.get("prompt").is_some() {
         Ok(Dataset::HumanEval(parse_lines(path, lines)?))
+    } else if first.get("question").is_some() && first.get("answer").is_some() {
+        Ok(Dataset::Gsm8k(parse_lines(path, lines)?))
     } else if first.get("turns").is_some() {
         Ok(Dataset::MtBench(parse_lines(path, lines)?))
     } else {
         bail!(
-            "{}: unknown format (expected HumanEval lines with task_id and prompt, or MT-Bench lines with turns)",
+            "{}: unknown format (expected GSM8K lines with question and answer, HumanEval lines with task_id and prompt, or MT-Bench lines with turns)",
             path.display()
         )
     }
@@ -112,6 +125,33 @@ pub fn read_outcomes(path: &Path) -> anyhow::Result<Vec<OutcomeRow>> {
                 small: flag(&r[1], i + 2)?,
                 large: flag(&r[2], i + 2)?,
             })
+        })
+        .collect()
+}
+
+/// The outcomes in `tandem eval routing`'s records.jsonl: each line's `prompt` and whether the
+/// small and the large model answered it correctly.
+pub fn read_routing_records(path: &Path) -> anyhow::Result<Vec<OutcomeRow>> {
+    let text = read_text(path)?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            let v: Value = serde_json::from_str(line)
+                .with_context(|| format!("{}: line {} is not JSON", path.display(), i + 1))?;
+            let field = |k: &str| v[k]["correct"].as_bool();
+            match (v["prompt"].as_str(), field("small"), field("large")) {
+                (Some(prompt), Some(small), Some(large)) => Ok(OutcomeRow {
+                    prompt: prompt.to_string(),
+                    small,
+                    large,
+                }),
+                _ => bail!(
+                    "{}: line {} lacks prompt, small.correct or large.correct (is it a `tandem eval routing` records.jsonl?)",
+                    path.display(),
+                    i + 1
+                ),
+            }
         })
         .collect()
 }
@@ -212,6 +252,15 @@ mod tests {
         assert!(read_outcomes(&csv)
             .err()
             .is_some_and(|e| e.to_string().contains("not True/False")));
+        let gsm = dir.path().join("gsm.jsonl");
+        std::fs::write(
+            &gsm,
+            "{\"question\": \"1+1?\", \"answer\": \"1+1=2\\n#### 2\"}\n",
+        )?;
+        match read_dataset(&gsm)? {
+            Dataset::Gsm8k(items) => assert!(items[0].answer.ends_with("#### 2")),
+            other => panic!("{other:?}"),
+        }
         let bad = dir.path().join("bad.jsonl");
         std::fs::write(&bad, "{\"x\": 1}\n")?;
         assert!(read_dataset(&bad)

@@ -4,13 +4,23 @@ mod bench_engine;
 mod bench_output;
 mod bench_speculative;
 mod build;
+mod calibrate;
 mod chat;
 mod datasets;
+mod embedder;
+mod eval_cmd;
+mod eval_progress;
+mod eval_routing;
+mod gen_cache;
 mod models_cmd;
 mod output;
+mod plot;
 mod reference;
 mod router_cmd;
+mod routing_curves;
+mod sandbox;
 mod serve;
+mod tasks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,11 +61,17 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
-    /// Measure quality and cost of models and strategies.
+    /// Measure quality and cost of models and strategies: `tandem eval --model NAME --data FILE`,
+    /// or one of the subcommands.
+    #[command(args_conflicts_with_subcommands = true)]
     Eval {
         #[command(subcommand)]
-        command: EvalCommand,
+        command: Option<EvalCommand>,
+        #[command(flatten)]
+        run: Box<eval_cmd::Args>,
     },
+    /// Choose a strategy's threshold for a target LLM share or quality on dev records.
+    Calibrate(calibrate::Args),
     /// Train routers.
     Router {
         #[command(subcommand)]
@@ -67,6 +83,8 @@ enum Command {
 enum EvalCommand {
     /// Score a trained router on per-prompt outcomes (APGR, CPT) without generating.
     Router(router_cmd::EvalArgs),
+    /// Every routing and cascade strategy on the same items and generations (APGR, CPT, latency).
+    Routing(eval_routing::Args),
 }
 
 #[derive(Subcommand)]
@@ -110,9 +128,12 @@ fn main() -> std::process::ExitCode {
             BenchCommand::Engine(args) => bench_engine::run(args),
             BenchCommand::Speculative(args) => bench_speculative::run(args),
         },
-        Command::Eval { command } => match command {
-            EvalCommand::Router(args) => router_cmd::eval(args),
+        Command::Eval { command, run } => match command {
+            None => eval_cmd::run(*run),
+            Some(EvalCommand::Router(args)) => router_cmd::eval(args),
+            Some(EvalCommand::Routing(args)) => eval_routing::run(args),
         },
+        Command::Calibrate(args) => calibrate::run(args),
         Command::Router { command } => match command {
             RouterCommand::Train(args) => router_cmd::train(args),
         },

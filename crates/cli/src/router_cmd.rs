@@ -7,15 +7,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
-use tandem_core::config::ModelSource;
 use tandem_core::router::{LogisticRouter, TrainOptions};
 use tandem_core::routing::{quality_curve, random_apgr, score_curve, Outcome};
-use tandem_engine::{Context, ContextOptions, GgufModel};
-use tandem_models::ModelStore;
 
 use crate::bench_output::{out_dir, write_outputs};
-use crate::datasets::{read_outcomes, OutcomeRow};
-use crate::output::{progress_line, say};
+use crate::datasets::{read_outcomes, read_routing_records, OutcomeRow};
+use crate::embedder::Embedder;
+use crate::output::say;
 
 /// Which rows of the CSV to use: a fixed split by prompt (every fifth prompt by hash is test), so
 /// train and eval can share one file without sharing an item.
@@ -39,8 +37,11 @@ pub struct Rows {
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// CSV: prompt, then whether the small (weak) and the large (strong) model were right.
+    #[arg(long, required_unless_present = "records", conflicts_with = "records")]
+    outcomes: Option<PathBuf>,
+    /// Or the records.jsonl of `tandem eval routing` (was the small model right?).
     #[arg(long)]
-    outcomes: PathBuf,
+    records: Option<PathBuf>,
     /// Where to write the router (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -75,23 +76,37 @@ pub struct EvalArgs {
 
 /// The stored router: the model that makes its features, and the fit.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct RouterFile {
-    model: String,
-    router: LogisticRouter,
+pub struct RouterFile {
+    pub model: String,
+    pub router: LogisticRouter,
+}
+
+impl RouterFile {
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a router file", path.display()))
+    }
 }
 
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let rows = select(read_outcomes(&args.outcomes)?, &args.rows);
+    let (source, all_rows) = match (&args.outcomes, &args.records) {
+        (Some(csv), _) => (csv, read_outcomes(csv)?),
+        (None, Some(records)) => (records, read_routing_records(records)?),
+        (None, None) => bail!("give --outcomes CSV or --records FILE"),
+    };
+    let rows = select(all_rows, &args.rows);
     if rows.len() < 10 {
         bail!(
             "{}: {} rows in part {:?}; training needs at least 10",
-            args.outcomes.display(),
+            source.display(),
             rows.len(),
             args.rows.part
         );
     }
     let mut embedder = Embedder::load(&args.model, args.threads)?;
-    let features = embedder.embed_all(&rows)?;
+    let features = embedder.embed_all(rows.iter().map(|r| r.prompt.as_str()))?;
     let labels: Vec<bool> = rows.iter().map(|r| !r.small).collect();
     let options = TrainOptions {
         l2: args.l2,
@@ -118,10 +133,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
 }
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.router)
-        .with_context(|| format!("reading {}", args.router.display()))?;
-    let file: RouterFile = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a router file", args.router.display()))?;
+    let file = RouterFile::read(&args.router)?;
     let rows = select(read_outcomes(&args.outcomes)?, &args.rows);
     if rows.is_empty() {
         bail!(
@@ -140,7 +152,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
             embedder.id
         );
     }
-    let features = embedder.embed_all(&rows)?;
+    let features = embedder.embed_all(rows.iter().map(|r| r.prompt.as_str()))?;
     let scores: Vec<f64> = features.iter().map(|f| file.router.score(f)).collect();
     let items = outcomes(&rows);
     let curve = quality_curve(&scores, &items);
@@ -197,11 +209,11 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn share(x: Option<f64>) -> String {
+pub fn share(x: Option<f64>) -> String {
     x.map_or_else(|| "never".to_string(), |v| format!("{:.1}%", 100.0 * v))
 }
 
-fn round3(x: f64) -> f64 {
+pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
@@ -234,62 +246,8 @@ fn in_test_split(prompt: &str) -> bool {
     hash % 5 == 0
 }
 
-/// The SLM's mean-pooled hidden state of a prompt.
-struct Embedder {
-    id: String,
-    model: std::sync::Arc<GgufModel>,
-    ctx: Context,
-}
-
-/// Longest prompt embedded whole; longer ones keep their first tokens.
-const MAX_PROMPT_TOKENS: usize = 512;
-
-impl Embedder {
-    fn load(model: &str, threads: Option<u32>) -> anyhow::Result<Self> {
-        let store = ModelStore::from_env()?;
-        let path = store.resolve(
-            &ModelSource::parse(model),
-            &mut progress_line(model.to_string()),
-        )?;
-        let gguf = GgufModel::load(&path)?;
-        let ctx = Context::new(
-            gguf.clone(),
-            ContextOptions {
-                n_ctx: MAX_PROMPT_TOKENS as u32,
-                n_batch: MAX_PROMPT_TOKENS as u32,
-                threads: threads.unwrap_or_else(tandem_engine::default_threads),
-                embeddings: true,
-                ..ContextOptions::default()
-            },
-        )?;
-        Ok(Self {
-            id: gguf.id(),
-            model: gguf,
-            ctx,
-        })
-    }
-
-    fn embed_all(&mut self, rows: &[OutcomeRow]) -> anyhow::Result<Vec<Vec<f32>>> {
-        let mut out = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            let mut tokens = self
-                .model
-                .tokenize(&row.prompt, self.model.adds_bos(), false);
-            tokens.truncate(MAX_PROMPT_TOKENS);
-            if tokens.is_empty() {
-                bail!("row {}: the prompt is empty", i + 1);
-            }
-            out.push(self.ctx.embed(&tokens)?);
-            if (i + 1) % 100 == 0 || i + 1 == rows.len() {
-                eprintln!("embedded {}/{}", i + 1, rows.len());
-            }
-        }
-        Ok(out)
-    }
-}
-
 /// Quality (y) against large-model share (x): the router's curve and the random diagonal.
-fn curve_svg(curve: &[(f64, f64)]) -> String {
+pub fn curve_svg(curve: &[(f64, f64)]) -> String {
     let (w, h, pad) = (480.0, 320.0, 40.0);
     let qs: Vec<f64> = curve.iter().map(|p| p.1).collect();
     let lo = qs.iter().copied().fold(f64::INFINITY, f64::min);

@@ -82,6 +82,7 @@ fn serve_answers_remote_clients_and_the_openai_python_client() {
             timeout_secs: 60,
             max_retries: 0,
             context: None,
+            price: Default::default(),
         },
         None,
     )

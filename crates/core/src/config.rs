@@ -54,6 +54,106 @@ pub enum ModelConfig {
     Local(LocalModelConfig),
     Remote(RemoteModelConfig),
     Speculative(SpeculativeModelConfig),
+    /// The small model answers; a check escalates to the large one.
+    Cascade(RoutedModelConfig),
+    /// A trained router picks the model from the prompt alone.
+    Router(RoutedModelConfig),
+    /// The router decides "large at once", "small alone" or "small, then the check".
+    #[serde(rename = "cascade-routing")]
+    CascadeRouting(RoutedModelConfig),
+}
+
+/// The checks a cascade can run (see `tandem_strategy::checks`).
+pub const CASCADE_CHECKS: [&str; 4] = ["logprob-mean", "logprob-min", "verify", "agree"];
+
+/// A routing strategy over two configured models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutedModelConfig {
+    #[serde(default = "default_small_name")]
+    pub small: String,
+    #[serde(default = "default_large_name")]
+    pub large: String,
+    /// Cascades: one of [`CASCADE_CHECKS`].
+    #[serde(default = "default_check")]
+    pub check: String,
+    /// Cascades: keep the small answer when the check's confidence is at least this. Router:
+    /// send to the large model when the router's score is at least this. A client can override
+    /// it per request with `name@0.3`.
+    pub threshold: f64,
+    /// Sampled answers for the `agree` check.
+    #[serde(default = "default_samples")]
+    pub samples: u32,
+    /// Router and cascade routing: the router file `tandem router train` wrote, or a baseline
+    /// that needs none: `length` (longer prompts go large first) or `random`.
+    #[serde(default)]
+    pub router: Option<String>,
+    /// Cascade routing: router scores at or above this go to the large model at once.
+    #[serde(default = "default_direct_above")]
+    pub direct_above: f64,
+    /// Cascade routing: router scores below this stay with the small model, unchecked.
+    #[serde(default)]
+    pub local_below: f64,
+}
+
+fn default_small_name() -> String {
+    "small".into()
+}
+fn default_large_name() -> String {
+    "large".into()
+}
+fn default_check() -> String {
+    "logprob-mean".into()
+}
+fn default_samples() -> u32 {
+    3
+}
+fn default_direct_above() -> f64 {
+    1.0
+}
+
+impl RoutedModelConfig {
+    /// `small` then `large`, with `check` at `threshold`.
+    pub fn cascade(check: &str, threshold: f64) -> Self {
+        Self {
+            small: default_small_name(),
+            large: default_large_name(),
+            check: check.into(),
+            threshold,
+            samples: default_samples(),
+            router: None,
+            direct_above: default_direct_above(),
+            local_below: 0.0,
+        }
+    }
+}
+
+/// What a model's tokens cost, in dollars per million (local models: zero unless set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    #[serde(default)]
+    pub input: f64,
+    #[serde(default)]
+    pub output: f64,
+}
+
+impl Price {
+    /// Dollars for one request's tokens.
+    pub fn cost(&self, prompt_tokens: u32, completion_tokens: u32) -> f64 {
+        (self.input * f64::from(prompt_tokens) + self.output * f64::from(completion_tokens)) / 1e6
+    }
+}
+
+impl ModelConfig {
+    /// The configured price (strategies and speculative pairs bill through their members).
+    pub fn price(&self) -> Price {
+        match self {
+            ModelConfig::Local(local) => local.price,
+            ModelConfig::Remote(remote) => remote.price,
+            _ => Price::default(),
+        }
+    }
 }
 
 /// A local target model served with drafting: the target's answers, faster.
@@ -118,6 +218,9 @@ pub struct LocalModelConfig {
     /// Requests decoded together (continuous batching slots).
     #[serde(default = "default_parallel")]
     pub parallel: u32,
+    /// What its tokens cost (for the eval's cost figures).
+    #[serde(default)]
+    pub price: Price,
 }
 
 fn default_context() -> u32 {
@@ -134,6 +237,7 @@ impl LocalModelConfig {
             context: default_context(),
             threads: None,
             parallel: default_parallel(),
+            price: Price::default(),
         }
     }
 
@@ -159,6 +263,9 @@ pub struct RemoteModelConfig {
     /// Context window, when known (lets Tandem reject oversize requests early).
     #[serde(default)]
     pub context: Option<u32>,
+    /// Dollars per million tokens (for the eval's cost figures).
+    #[serde(default)]
+    pub price: Price,
 }
 
 fn default_timeout_secs() -> u64 {
@@ -335,6 +442,10 @@ impl Config {
                 ModelConfig::Speculative(spec) => {
                     self.validate_speculative(name, spec)?;
                 }
+                ModelConfig::Cascade(routed) => self.validate_routed(name, routed, false)?,
+                ModelConfig::Router(routed) | ModelConfig::CascadeRouting(routed) => {
+                    self.validate_routed(name, routed, true)?;
+                }
                 ModelConfig::Remote(remote) => {
                     if !(remote.base_url.starts_with("http://")
                         || remote.base_url.starts_with("https://"))
@@ -400,6 +511,74 @@ impl Config {
         Ok(())
     }
 
+    fn validate_routed(
+        &self,
+        name: &str,
+        routed: &RoutedModelConfig,
+        needs_router: bool,
+    ) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("models.{name}.{field}");
+        for (field, other) in [("small", &routed.small), ("large", &routed.large)] {
+            match self.models.get(other) {
+                Some(ModelConfig::Local(_) | ModelConfig::Remote(_) | ModelConfig::Speculative(_)) => {}
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        key(field),
+                        format!("'{other}' must be a local, remote or speculative model, not another strategy"),
+                    ))
+                }
+                None => {
+                    return Err(ConfigError::new(
+                        key(field),
+                        format!(
+                            "no model named '{other}' (have: {})",
+                            self.models.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ))
+                }
+            }
+        }
+        if !CASCADE_CHECKS.contains(&routed.check.as_str()) {
+            return Err(ConfigError::new(
+                key("check"),
+                format!(
+                    "'{}' is not a check (one of: {})",
+                    routed.check,
+                    CASCADE_CHECKS.join(", ")
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("threshold", routed.threshold),
+            ("direct_above", routed.direct_above),
+            ("local_below", routed.local_below),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(ConfigError::new(key(field), "must be between 0 and 1"));
+            }
+        }
+        if routed.local_below > routed.direct_above {
+            return Err(ConfigError::new(
+                key("local_below"),
+                "must not exceed direct_above",
+            ));
+        }
+        if !(1..=16).contains(&routed.samples) {
+            return Err(ConfigError::new(key("samples"), "must be between 1 and 16"));
+        }
+        match (&routed.router, needs_router) {
+            (None, true) => Err(ConfigError::new(
+                key("router"),
+                "missing: the file `tandem router train` wrote, or `length` or `random`",
+            )),
+            (Some(_), false) => Err(ConfigError::new(
+                key("router"),
+                "only type = \"router\" and \"cascade-routing\" read a router",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.server
             .listen
@@ -414,13 +593,24 @@ fn default_large(env: &dyn Fn(&str) -> Option<String>) -> ModelConfig {
     if key.is_none() && base.is_none() {
         return ModelConfig::Local(LocalModelConfig::from_source(DEFAULT_LARGE));
     }
+    let model = env("TANDEM_LARGE_MODEL").unwrap_or_else(|| DEFAULT_REMOTE_MODEL.into());
+    // The default remote model's list price; any other is unknown, so zero until configured.
+    let price = if model == DEFAULT_REMOTE_MODEL {
+        Price {
+            input: 0.15,
+            output: 0.60,
+        }
+    } else {
+        Price::default()
+    };
     ModelConfig::Remote(RemoteModelConfig {
         base_url: base.unwrap_or_else(|| DEFAULT_REMOTE_BASE_URL.into()),
         api_key_env: key.map(|_| "OPENAI_API_KEY".into()),
-        model: env("TANDEM_LARGE_MODEL").unwrap_or_else(|| DEFAULT_REMOTE_MODEL.into()),
+        model,
         timeout_secs: default_timeout_secs(),
         max_retries: default_max_retries(),
         context: None,
+        price,
     })
 }
 
@@ -578,6 +768,58 @@ mod tests {
                 repo: "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF".into(),
                 file: "q.gguf".into()
             }
+        );
+    }
+
+    #[test]
+    fn routing_strategies_parse_and_bad_ones_name_the_key() {
+        let base = "[models.small]\ntype = \"local\"\nsource = \"s\"\n[models.large]\ntype = \"local\"\nsource = \"l\"\n";
+        let no_env = |_: &str| None;
+        let parse = |extra: &str| {
+            Config::from_toml(&format!("{base}{extra}")).and_then(|c| c.resolve(&no_env))
+        };
+        let config = parse(
+            "[models.cascade]\ntype = \"cascade\"\ncheck = \"verify\"\nthreshold = 0.4\n\
+             [models.routed]\ntype = \"router\"\nrouter = \"length\"\nthreshold = 0.5\n\
+             [models.cr]\ntype = \"cascade-routing\"\nrouter = \"r.json\"\nthreshold = 0.5\ndirect_above = 0.8\nlocal_below = 0.1\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        match config.models.get("cascade") {
+            Some(ModelConfig::Cascade(c)) => {
+                assert_eq!(
+                    (c.small.as_str(), c.large.as_str(), c.samples),
+                    ("small", "large", 3)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            config.models.get("cr"),
+            Some(ModelConfig::CascadeRouting(_))
+        ));
+        for (extra, key, words) in [
+            ("[models.c]\ntype = \"cascade\"\ncheck = \"vibes\"\nthreshold = 0.4\n", "models.c.check", "not a check"),
+            ("[models.c]\ntype = \"cascade\"\nthreshold = 1.4\n", "models.c.threshold", "between 0 and 1"),
+            ("[models.c]\ntype = \"cascade\"\nlarge = \"big\"\nthreshold = 0.4\n", "models.c.large", "no model named 'big'"),
+            ("[models.c]\ntype = \"router\"\nthreshold = 0.4\n", "models.c.router", "missing"),
+            ("[models.c]\ntype = \"cascade\"\nrouter = \"length\"\nthreshold = 0.4\n", "models.c.router", "only"),
+            ("[models.c]\ntype = \"cascade\"\nthreshold = 0.4\n[models.d]\ntype = \"cascade\"\nsmall = \"c\"\nthreshold = 0.4\n", "models.d.small", "not another strategy"),
+        ] {
+            let err = parse(extra).err().unwrap_or_else(|| panic!("accepted: {extra}"));
+            assert_eq!(err.key, key, "{err}");
+            assert!(err.to_string().contains(words), "{err}");
+        }
+        let priced = parse("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(priced.models["small"].price().cost(1_000_000, 0), 0.0);
+        assert!(
+            (Price {
+                input: 0.15,
+                output: 0.6
+            }
+            .cost(1000, 500)
+                - 0.00045)
+                .abs()
+                < 1e-12
         );
     }
 }

@@ -15,4 +15,4 @@ pub use chat::{
 };
 pub use error::ModelError;
 pub use model::{collect_response, ChatModel, EventStream, ModelInfo};
-pub use trace::{SpeculativeTrace, Trace};
+pub use trace::{RoutingTrace, SpeculativeTrace, Trace};

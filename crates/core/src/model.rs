@@ -1,6 +1,7 @@
 //! The [`ChatModel`] trait: what a local engine, a remote client and every strategy implement.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
@@ -24,6 +25,12 @@ pub struct ModelInfo {
 /// Anything that answers chats: a local model, a remote one, or a strategy built from others.
 pub trait ChatModel: Send + Sync {
     fn info(&self) -> ModelInfo;
+
+    /// The same model deciding against another threshold, for strategies that have one (a client
+    /// asks for it by name: `cascade@0.3`). `None` for models without a threshold.
+    fn with_threshold(&self, _threshold: f64) -> Option<Arc<dyn ChatModel>> {
+        None
+    }
 
     /// Start answering. Validation errors may come back as the stream's first item.
     fn stream(&self, request: ChatRequest) -> EventStream;

@@ -15,7 +15,9 @@ pub struct Outcome {
 }
 
 /// Quality after sending the `k` highest-scored items to the large model, for k = 0..=n, as
-/// (large share, quality) points. Ties keep input order.
+/// (large share, quality) points. Items with equal scores are sent in random order, so within a
+/// tie the curve follows its expected value (the tie's mean gain per item): a coarse score, such
+/// as agreement among a few samples, is not flattered or punished by the input order.
 pub fn quality_curve(scores: &[f64], outcomes: &[Outcome]) -> Vec<(f64, f64)> {
     let n = scores.len().min(outcomes.len());
     if n == 0 {
@@ -23,11 +25,26 @@ pub fn quality_curve(scores: &[f64], outcomes: &[Outcome]) -> Vec<(f64, f64)> {
     }
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let gain =
+        |i: usize| f64::from(u8::from(outcomes[i].large)) - f64::from(u8::from(outcomes[i].small));
     let mut correct = outcomes[..n].iter().filter(|o| o.small).count() as f64;
     let mut curve = vec![(0.0, correct / n as f64)];
-    for (k, &i) in order.iter().enumerate() {
-        correct += f64::from(u8::from(outcomes[i].large)) - f64::from(u8::from(outcomes[i].small));
-        curve.push(((k + 1) as f64 / n as f64, correct / n as f64));
+    let mut start = 0;
+    while start < n {
+        let tied = order[start..]
+            .iter()
+            .take_while(|&&i| scores[i] == scores[order[start]])
+            .count();
+        let mean_gain = order[start..start + tied]
+            .iter()
+            .map(|&i| gain(i))
+            .sum::<f64>()
+            / tied as f64;
+        for k in start..start + tied {
+            correct += mean_gain;
+            curve.push(((k + 1) as f64 / n as f64, correct / n as f64));
+        }
+        start += tied;
     }
     curve
 }
@@ -140,5 +157,15 @@ mod tests {
             .collect();
         let apgr = score_curve(&quality_curve(&worst, &items)).apgr;
         assert!((apgr - 1.0 / 6.0).abs() < 0.01, "{apgr}");
+    }
+
+    #[test]
+    fn a_router_that_scores_everything_alike_is_random_whatever_the_order() {
+        let items = outcomes(&[(false, true), (true, true), (false, false), (false, true)]);
+        let s = score_curve(&quality_curve(&[0.3; 4], &items));
+        assert!((s.apgr - 0.5).abs() < 1e-12, "{s:?}");
+        // Two tiers: the upper tier's mean gain comes first, spread evenly over its items.
+        let curve = quality_curve(&[1.0, 1.0, 0.0, 0.0], &items);
+        assert!((curve[1].1 - 0.375).abs() < 1e-12, "{curve:?}");
     }
 }

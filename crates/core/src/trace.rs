@@ -8,12 +8,49 @@ use serde::{Deserialize, Serialize};
 pub struct Trace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speculative: Option<SpeculativeTrace>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Boxed: most answers have none, and events stay small.
+    pub routing: Option<Box<RoutingTrace>>,
 }
 
 impl Trace {
     pub fn is_empty(&self) -> bool {
-        self.speculative.is_none()
+        self.speculative.is_none() && self.routing.is_none()
     }
+}
+
+/// Routing and cascading: which model answered and why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoutingTrace {
+    /// The strategy's name as configured (e.g. `cascade`).
+    pub strategy: String,
+    /// The model whose answer was returned.
+    pub answered_by: String,
+    /// `small` (kept the small answer), `escalated` (the check sent it on), `direct` (the
+    /// router sent it to the large model at once), `local` (the router kept it small without a
+    /// check).
+    pub decision: String,
+    /// The router's score (probability the small model fails), when a router ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_score: Option<f64>,
+    /// The check that ran and its confidence in the small answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// The threshold the decision was made against (the check's, or the router's).
+    pub threshold: f64,
+    /// Time in each stage, ms.
+    pub router_ms: f64,
+    pub small_ms: f64,
+    pub check_ms: f64,
+    pub large_ms: f64,
+    /// Tokens the small model read and wrote for this request, checks included.
+    pub small_prompt_tokens: u32,
+    pub small_completion_tokens: u32,
+    /// What went wrong on the way, when a stage failed and the strategy fell back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 /// Speculative decoding: how many tokens were drafted and accepted, by which drafter, and where

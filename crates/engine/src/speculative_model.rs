@@ -210,6 +210,7 @@ impl Worker {
                     reason,
                     Trace {
                         speculative: Some(trace),
+                        ..Trace::default()
                     },
                 );
             }

@@ -100,6 +100,7 @@ fn config(base_url: &str, max_retries: u32) -> RemoteModelConfig {
         timeout_secs: 5,
         max_retries,
         context: Some(8192),
+        price: Default::default(),
     }
 }
 

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
-use tandem_core::{ChatEvent, EventStream, ModelError};
+use tandem_core::{ChatEvent, ChatModel, EventStream, ModelError};
 
 use crate::openai::{self, ParsedRequest};
 use crate::{ApiError, AppState};
@@ -90,11 +90,7 @@ async fn handle(
     if let Some(record) = record.as_mut() {
         record.model = name.clone();
     }
-    let model = state
-        .models
-        .get(&name)
-        .cloned()
-        .ok_or_else(|| ApiError::unknown_model(&name, state.models.keys()))?;
+    let model = resolve_model(&state.models, &name)?;
     let id = format!("chatcmpl-{}", request_id());
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -256,4 +252,37 @@ fn request_id() -> String {
         nanos,
         COUNTER.fetch_add(1, Ordering::Relaxed) & 0xff_ffff
     )
+}
+
+/// The model a request names: a configured one, or a strategy with its threshold set per
+/// request (`cascade@0.3`, as RouteLLM's `router-mf-0.11593`).
+fn resolve_model(
+    models: &std::collections::BTreeMap<String, Arc<dyn ChatModel>>,
+    name: &str,
+) -> Result<Arc<dyn ChatModel>, ApiError> {
+    if let Some(model) = models.get(name) {
+        return Ok(model.clone());
+    }
+    let Some((base, threshold)) = name.rsplit_once('@') else {
+        return Err(ApiError::unknown_model(name, models.keys()));
+    };
+    let Some(model) = models.get(base) else {
+        return Err(ApiError::unknown_model(base, models.keys()));
+    };
+    let parsed = threshold
+        .parse::<f64>()
+        .ok()
+        .filter(|t| (0.0..=1.0).contains(t));
+    let Some(threshold) = parsed else {
+        return Err(ModelError::InvalidRequest(format!(
+            "'{name}': the threshold after '@' must be a number between 0 and 1"
+        ))
+        .into());
+    };
+    model.with_threshold(threshold).ok_or_else(|| {
+        ModelError::InvalidRequest(format!(
+            "'{base}' has no threshold to set: only cascade, router and cascade-routing models take '@'"
+        ))
+        .into()
+    })
 }

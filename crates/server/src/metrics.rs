@@ -41,6 +41,8 @@ struct Inner {
     ttft: BTreeMap<String, Histogram>,
     /// Speculative decoding counters by (model, counter name).
     speculative: BTreeMap<(String, &'static str), u64>,
+    /// Routing decisions by (model, decision): small, escalated, direct, local; and degraded.
+    routing: BTreeMap<(String, String), u64>,
     in_flight: i64,
 }
 
@@ -61,8 +63,12 @@ impl Metrics {
 
     /// A model label: configured names pass, anything a client invented becomes "unknown".
     fn label(&self, model: &str) -> String {
+        // `cascade@0.3` counts under `cascade`: thresholds must not multiply the series.
+        let base = model.rsplit_once('@').map_or(model, |(base, _)| base);
         if self.known.iter().any(|k| k == model) {
             model.to_string()
+        } else if self.known.iter().any(|k| k == base) {
+            base.to_string()
         } else {
             "unknown".to_string()
         }
@@ -118,6 +124,21 @@ impl Metrics {
 
     /// What a finished request's trace says (speculative drafts, acceptance, passes).
     pub fn trace(&self, model: &str, trace: &Trace) {
+        if let Some(routing) = &trace.routing {
+            let model = self.label(model);
+            let decision = match routing.decision.as_str() {
+                d @ ("small" | "escalated" | "direct" | "local") => d,
+                _ => "other",
+            };
+            self.with(|i| {
+                *i.routing
+                    .entry((model.clone(), decision.to_string()))
+                    .or_default() += 1;
+                if routing.degraded.is_some() {
+                    *i.routing.entry((model, "degraded".into())).or_default() += 1;
+                }
+            });
+        }
         let Some(spec) = trace.speculative else {
             return;
         };
@@ -175,6 +196,19 @@ impl Metrics {
             );
         }
         render_speculative(&mut out, &inner.speculative);
+        if !inner.routing.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP tandem_routing_decisions_total Routing strategies: answers kept small, escalated after the check, sent large at once, kept small by the router; and fallbacks after a failure (degraded)."
+            );
+            let _ = writeln!(out, "# TYPE tandem_routing_decisions_total counter");
+            for ((model, decision), n) in &inner.routing {
+                let _ = writeln!(
+                    out,
+                    "tandem_routing_decisions_total{{model=\"{model}\",decision=\"{decision}\"}} {n}"
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP tandem_in_flight_requests Requests being answered now."
@@ -330,6 +364,7 @@ mod tests {
                 model_accepted: 1,
                 ..Default::default()
             }),
+            ..Trace::default()
         };
         m.trace("fast", &trace);
         m.trace("fast", &Trace::default());

@@ -15,6 +15,7 @@ use tandem_core::{ChatEvent, ChatModel, ChatRequest, EventStream, ModelError, Mo
 use tandem_engine::policy::DraftMode;
 use tandem_engine::{LocalModel, LocalModelOptions, SpeculativeModel, SpeculativeOptions};
 use tandem_server::{app, AppState, ServerLimits};
+use tandem_strategy::{Check, Member, RoutedModel, Strategy};
 use tower::ServiceExt;
 
 fn tiny_model_path() -> PathBuf {
@@ -79,6 +80,21 @@ fn build_state(parallel: u32) -> Arc<AppState> {
     )
     .unwrap();
     models.insert("fast".into(), Arc::new(fast));
+    let member = |name: &str| Member {
+        name: name.into(),
+        model: models[name].clone(),
+    };
+    let cascade = RoutedModel::new(
+        "cascade",
+        member("small"),
+        member("large"),
+        Strategy::Cascade {
+            check: Check::LogprobMean,
+            threshold: 0.0,
+        },
+        2,
+    );
+    models.insert("cascade".into(), Arc::new(cascade));
     Arc::new(AppState::new(
         models,
         ServerLimits {
@@ -396,4 +412,40 @@ async fn a_speculative_pair_is_served_by_name_with_its_trace_and_metrics() {
         "{metrics}"
     );
     assert!(metrics.contains("tandem_speculative_acceptance_rate{model=\"fast\"}"));
+}
+
+#[tokio::test]
+async fn a_strategy_takes_its_threshold_from_the_model_name_and_says_what_it_decided() {
+    let ask = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "Name a fruit."}], "max_tokens": 8, "temperature": 0});
+    let (status, kept) = post(ask("cascade")).await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    let routing = &kept["tandem_trace"]["routing"];
+    assert_eq!(routing["decision"], "small", "{kept}");
+    assert_eq!(routing["answered_by"], "small");
+    assert_eq!(routing["threshold"], 0.0);
+    assert!(routing["confidence"].as_f64().is_some());
+
+    let (status, escalated) = post(ask("cascade@1")).await;
+    assert_eq!(status, StatusCode::OK, "{escalated}");
+    assert_eq!(escalated["model"], "cascade@1");
+    let routing = &escalated["tandem_trace"]["routing"];
+    assert_eq!(routing["decision"], "escalated", "{escalated}");
+    assert_eq!(routing["answered_by"], "large");
+    assert_eq!(routing["threshold"], 1.0);
+
+    let (status, v) = post(ask("cascade@1.5")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(error_message(&v).contains("between 0 and 1"));
+    let (status, v) = post(ask("small@0.3")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(error_message(&v).contains("no threshold"));
+    let (status, v) = post(ask("nope@0.3")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+
+    let (_, metrics) = call("GET", "/metrics", Body::empty()).await;
+    assert!(
+        metrics
+            .contains("tandem_routing_decisions_total{model=\"cascade\",decision=\"escalated\"}"),
+        "{metrics}"
+    );
 }
