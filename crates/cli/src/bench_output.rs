@@ -57,3 +57,29 @@ pub fn median(values: &[f64]) -> f64 {
 pub fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
+
+/// Three decimals, for rates and shares.
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// One decimal, for milliseconds.
+pub fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// The value at quantile `q` (nearest rank); 0 for no values.
+pub fn percentile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = (q * (v.len() - 1) as f64).round() as usize;
+    v[rank.min(v.len() - 1)]
+}
+
+/// A share as a percentage, or "never" (a CPT the curve does not reach).
+pub fn share(x: Option<f64>) -> String {
+    x.map_or_else(|| "never".to_string(), |v| format!("{:.1}%", 100.0 * v))
+}

@@ -12,38 +12,65 @@ use serde_json::{json, Value};
 use tandem_core::config::Config;
 use tandem_core::{ChatRequest, Message, SamplingParams};
 
-use crate::bench_output::{out_dir, write_outputs};
+use crate::bench_output::{out_dir, percentile, write_outputs};
 use crate::build::{build_model, load_config};
 use crate::eval_progress::Progress;
 use crate::gen_cache::{self, CachedModel, Generation};
 use crate::output::say;
 use crate::plot::{quality_vs_share_svg, Series};
-use crate::routing_curves::percentile;
 use crate::tasks::{load_tasks, Reference, Task};
+
+/// What every `tandem eval` run reads and where it writes.
+#[derive(clap::Args)]
+pub struct Input {
+    /// Data files, JSON lines: GSM8K, HumanEval or MT-Bench (repeatable; items are pooled).
+    #[arg(long)]
+    pub data: Vec<PathBuf>,
+    /// The first N items of each file.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Output folder (default: a new one under runs/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// TOML config; without it the embedded defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Generation cache folder (default: $TANDEM_HOME/eval-cache).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Requests in flight per model (a local model decodes this many together).
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+}
+
+impl Input {
+    /// Every file's first `limit` items.
+    pub fn tasks(&self) -> anyhow::Result<Vec<Task>> {
+        if self.data.is_empty() {
+            bail!("give at least one --data FILE");
+        }
+        let mut tasks = Vec::new();
+        for file in &self.data {
+            tasks.extend(load_tasks(file, self.limit)?);
+        }
+        Ok(tasks)
+    }
+
+    pub fn cache_dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.cache {
+            Some(dir) => Ok(dir.clone()),
+            None => gen_cache::default_dir(),
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Configured model or strategy names (repeatable).
     #[arg(long)]
     model: Vec<String>,
-    /// GSM8K, HumanEval or MT-Bench JSON lines (repeatable).
-    #[arg(long)]
-    data: Vec<PathBuf>,
-    /// The first N items of each file.
-    #[arg(long)]
-    limit: Option<usize>,
-    /// Output folder (default: runs/eval-<time>).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// TOML config; without it the embedded defaults.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Generation cache folder (default: $TANDEM_HOME/eval-cache).
-    #[arg(long)]
-    cache: Option<PathBuf>,
-    /// Requests in flight per model.
-    #[arg(long, default_value_t = 2)]
-    concurrency: usize,
+    #[command(flatten)]
+    input: Input,
     /// A model that grades MT-Bench answers from 1 to 10 (without one they are not scored).
     #[arg(long)]
     judge: Option<String>,
@@ -57,18 +84,12 @@ struct Answered {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.model.is_empty() || args.data.is_empty() {
+    if args.model.is_empty() || args.input.data.is_empty() {
         bail!("tandem eval needs --model NAME and --data FILE (or a subcommand: router, routing)");
     }
-    let config = load_config(args.config.as_ref())?;
-    let mut tasks = Vec::new();
-    for file in &args.data {
-        tasks.extend(load_tasks(file, args.limit)?);
-    }
-    let cache_dir = match &args.cache {
-        Some(dir) => dir.clone(),
-        None => gen_cache::default_dir()?,
-    };
+    let config = load_config(args.input.config.as_ref())?;
+    let tasks = args.input.tasks()?;
+    let cache_dir = args.input.cache_dir()?;
     let judge = match &args.judge {
         Some(name) => Some(CachedModel::open(
             name,
@@ -77,7 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    let out = out_dir(args.out.as_ref(), "eval")?;
+    let out = out_dir(args.input.out.as_ref(), "eval")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -133,7 +154,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = format!(
         "{} items from {}.\n\n![quality vs LLM share](quality.svg)\n",
         tasks.len(),
-        args.data
+        args.input
+            .data
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
@@ -182,7 +204,7 @@ async fn answer_all(
                 score,
             })
         })
-        .buffered(args.concurrency.max(1))
+        .buffered(args.input.concurrency.max(1))
         .try_collect()
         .await
 }

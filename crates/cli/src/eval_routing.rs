@@ -17,26 +17,17 @@ use tandem_strategy::checks::{
 
 use crate::build::{build_model, load_config};
 use crate::embedder::Embedder;
+use crate::eval_cmd::Input;
 use crate::eval_progress::Progress;
-use crate::gen_cache::{self, CachedModel, Generation};
+use crate::gen_cache::{CachedModel, Generation};
 use crate::output::say;
 use crate::routing_curves::{self, ItemSignals};
-use crate::tasks::{load_tasks, Reference, Task};
+use crate::tasks::{Reference, Task};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// GSM8K- or HumanEval-format JSON lines (repeatable; items are pooled).
-    #[arg(long, required = true)]
-    data: Vec<PathBuf>,
-    /// The first N items of each file.
-    #[arg(long)]
-    limit: Option<usize>,
-    /// Output folder (default: runs/eval-routing-<time>).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// TOML config; without it the embedded defaults.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    input: Input,
     #[arg(long, default_value = "small")]
     small: String,
     #[arg(long, default_value = "large")]
@@ -44,9 +35,6 @@ pub struct Args {
     /// Generation cache folder (default: $TANDEM_HOME/eval-cache).
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// Requests in flight per model (a local model decodes this many together).
-    #[arg(long, default_value_t = 2)]
-    concurrency: usize,
     /// Sampled answers for the agreement check.
     #[arg(long, default_value_t = DEFAULT_AGREE_SAMPLES)]
     samples: u32,
@@ -63,11 +51,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = load_config(args.config.as_ref())?;
-    let mut tasks = Vec::new();
-    for file in &args.data {
-        tasks.extend(load_tasks(file, args.limit)?);
-    }
+    let config = load_config(args.input.config.as_ref())?;
+    let tasks = args.input.tasks()?;
     if let Some(t) = tasks
         .iter()
         .find(|t| matches!(t.reference, Reference::None))
@@ -78,10 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             t.id
         );
     }
-    let cache_dir = match &args.cache {
-        Some(dir) => dir.clone(),
-        None => gen_cache::default_dir()?,
-    };
+    let cache_dir = args.input.cache_dir()?;
     let small = CachedModel::open(&args.small, build_model(&config, &args.small)?, &cache_dir)?;
     let large = CachedModel::open(&args.large, build_model(&config, &args.large)?, &cache_dir)?;
     let embed_source = match config.models.get(&args.small) {
@@ -122,17 +104,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ..g
         });
     }
+    let price = |name: &str| {
+        config
+            .models
+            .get(name)
+            .map(|m| m.price())
+            .unwrap_or_default()
+    };
     routing_curves::report(
         &signals,
+        (price(&args.small), price(&args.large)),
         &args_summary(&args, &small, &large),
-        args.out.as_ref(),
+        args.input.out.as_ref(),
         args.folds,
     )
 }
 
 fn args_summary(args: &Args, small: &CachedModel, large: &CachedModel) -> serde_json::Value {
     serde_json::json!({
-        "data": args.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "data": args.input.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "small": small.name,
         "small_model": small.model().info().id,
         "large": large.name,
@@ -151,20 +141,22 @@ async fn gather(
     progress: &Progress,
 ) -> anyhow::Result<Vec<ItemSignals>> {
     let requests: Vec<ChatRequest> = block.iter().map(|t| t.request(&small.name)).collect();
-    let small_answers = generate_all(small, requests.clone(), args.concurrency, progress).await?;
+    let small_answers =
+        generate_all(small, requests.clone(), args.input.concurrency, progress).await?;
     let large_requests = block.iter().map(|t| t.request(&large.name)).collect();
-    let large_answers = generate_all(large, large_requests, args.concurrency, progress).await?;
+    let large_answers =
+        generate_all(large, large_requests, args.input.concurrency, progress).await?;
     let verify_requests = block
         .iter()
         .zip(&small_answers)
         .map(|(t, a)| verify_request(&small.name, &t.question, &a.text))
         .collect();
-    let verdicts = generate_all(small, verify_requests, args.concurrency, progress).await?;
+    let verdicts = generate_all(small, verify_requests, args.input.concurrency, progress).await?;
     let sample_reqs: Vec<ChatRequest> = requests
         .iter()
         .flat_map(|r| sample_requests(r, args.samples))
         .collect();
-    let samples = generate_all(small, sample_reqs, args.concurrency, progress).await?;
+    let samples = generate_all(small, sample_reqs, args.input.concurrency, progress).await?;
     let mut out = Vec::with_capacity(block.len());
     let per_item = args.samples as usize;
     for (i, task) in block.iter().enumerate() {

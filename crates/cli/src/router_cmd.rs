@@ -10,10 +10,11 @@ use serde_json::{json, Value};
 use tandem_core::router::{LogisticRouter, TrainOptions};
 use tandem_core::routing::{quality_curve, random_apgr, score_curve, Outcome};
 
-use crate::bench_output::{out_dir, write_outputs};
+use crate::bench_output::{out_dir, round3, share, write_outputs};
 use crate::datasets::{read_outcomes, read_routing_records, OutcomeRow};
 use crate::embedder::Embedder;
 use crate::output::say;
+use crate::plot::{quality_vs_share_svg, Series};
 
 /// Which rows of the CSV to use: a fixed split by prompt (every fifth prompt by hash is test), so
 /// train and eval can share one file without sharing an item.
@@ -182,7 +183,14 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
             json!({"prompt": r.prompt, "small_correct": r.small, "large_correct": r.large, "score": score})
         })
         .collect();
-    std::fs::write(out.join("curve.svg"), curve_svg(&curve))?;
+    let series = [Series {
+        name: format!("router ({:.2})", s.apgr),
+        points: curve.clone(),
+    }];
+    std::fs::write(
+        out.join("curve.svg"),
+        quality_vs_share_svg(&series, s.small_quality, s.large_quality),
+    )?;
     let report = format!(
         "Quality as the share sent to the large model grows, highest router scores first \
          (the dashed line is a random router):\n\n![quality vs large-model share](curve.svg)\n\n\
@@ -207,14 +215,6 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     ));
     say(format!("wrote {}", out.display()));
     Ok(())
-}
-
-pub fn share(x: Option<f64>) -> String {
-    x.map_or_else(|| "never".to_string(), |v| format!("{:.1}%", 100.0 * v))
-}
-
-pub fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 fn outcomes(rows: &[OutcomeRow]) -> Vec<Outcome> {
@@ -246,45 +246,6 @@ fn in_test_split(prompt: &str) -> bool {
     hash % 5 == 0
 }
 
-/// Quality (y) against large-model share (x): the router's curve and the random diagonal.
-pub fn curve_svg(curve: &[(f64, f64)]) -> String {
-    let (w, h, pad) = (480.0, 320.0, 40.0);
-    let qs: Vec<f64> = curve.iter().map(|p| p.1).collect();
-    let lo = qs.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = qs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let span = (hi - lo).max(1e-9);
-    let x = |share: f64| pad + share * (w - 2.0 * pad);
-    let y = |q: f64| h - pad - (q - lo) / span * (h - 2.0 * pad);
-    let points: Vec<String> = curve
-        .iter()
-        .map(|&(s, q)| format!("{:.1},{:.1}", x(s), y(q)))
-        .collect();
-    let (first, last) = (
-        curve.first().copied().unwrap_or((0.0, 0.0)),
-        curve.last().copied().unwrap_or((1.0, 0.0)),
-    );
-    format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<line x1="{pad}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{b}" stroke="black"/>
-<text x="{cx}" y="{ty}" text-anchor="middle">share sent to the large model</text>
-<text x="6" y="{pad}">{hi:.2}</text><text x="6" y="{b}">{lo:.2}</text>
-<line x1="{x0:.1}" y1="{y0:.1}" x2="{x1:.1}" y2="{y1:.1}" stroke="gray" stroke-dasharray="4 3"/>
-<polyline fill="none" stroke="steelblue" stroke-width="2" points="{pts}"/>
-</svg>
-"##,
-        b = h - pad,
-        r = w - pad,
-        cx = w / 2.0,
-        ty = h - 8.0,
-        x0 = x(first.0),
-        y0 = y(first.1),
-        x1 = x(last.0),
-        y1 = y(last.1),
-        pts = points.join(" "),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,12 +256,5 @@ mod tests {
         let test = prompts.iter().filter(|p| in_test_split(p)).count();
         assert!((150..250).contains(&test), "{test}");
         assert_eq!(in_test_split("question 7"), in_test_split("question 7"));
-    }
-
-    #[test]
-    fn the_plot_has_the_curve_and_the_diagonal() {
-        let svg = curve_svg(&[(0.0, 0.5), (0.5, 0.8), (1.0, 0.9)]);
-        assert!(svg.contains("<polyline") && svg.contains("stroke-dasharray"));
-        assert!(!svg.contains("NaN"));
     }
 }

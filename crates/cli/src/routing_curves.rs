@@ -10,11 +10,12 @@
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
+use tandem_core::config::Price;
 use tandem_core::router::{LogisticRouter, TrainOptions};
 use tandem_core::routing::{quality_curve, random_apgr, score_curve, Outcome, RouterScore};
 use tandem_strategy::checks::{agreement, Check};
 
-use crate::bench_output::{out_dir, write_outputs};
+use crate::bench_output::{out_dir, percentile, round1, round3, share, write_outputs};
 use crate::gen_cache::Generation;
 use crate::output::say;
 use crate::plot::{quality_vs_share_svg, Series};
@@ -66,6 +67,8 @@ struct StrategyResult {
     /// Per-item latency at the operating point (the share that closes half the gap).
     latencies: Vec<f64>,
     share_at_op: f64,
+    /// How to serve it at the operating point, when it has settings beyond one threshold.
+    settings: Option<Value>,
 }
 
 /// Shares of budget tried by cascade routing.
@@ -73,6 +76,7 @@ const BUDGET_STEPS: usize = 20;
 
 pub fn report(
     items: &[ItemSignals],
+    prices: (Price, Price),
     context: &Value,
     out: Option<&PathBuf>,
     folds: usize,
@@ -103,7 +107,7 @@ pub fn report(
         results.push(scored("router".into(), scores, &outcomes, items, |i, e| {
             i.embed_ms + e * i.large.latency_ms + (1.0 - e) * i.small.latency_ms
         }));
-        results.push(cascade_routing(items, &outcomes, folds));
+        results.push(cascade_routing(items, &outcomes, folds, scores));
     }
     let lengths: Vec<f64> = items.iter().map(|i| i.task.question.len() as f64).collect();
     results.push(scored(
@@ -131,6 +135,7 @@ pub fn report(
                     "llm_share_at_op": round3(r.share_at_op),
                     "p50_ms": round1(percentile(&r.latencies, 0.5)),
                     "p95_ms": round1(percentile(&r.latencies, 0.95)),
+                    "settings": r.settings,
                 }),
             )
         })
@@ -159,8 +164,8 @@ pub fn report(
             json!({
                 "id": i.task.id,
                 "prompt": i.task.question,
-                "small": {"answer": i.small.text, "correct": i.small_correct, "tokens_in": i.small.usage.prompt_tokens, "tokens_out": i.small.usage.completion_tokens, "latency_ms": round1(i.small.latency_ms)},
-                "large": {"answer": i.large.text, "correct": i.large_correct, "tokens_in": i.large.usage.prompt_tokens, "tokens_out": i.large.usage.completion_tokens, "latency_ms": round1(i.large.latency_ms)},
+                "small": {"answer": i.small.text, "correct": i.small_correct, "tokens_in": i.small.usage.prompt_tokens, "tokens_out": i.small.usage.completion_tokens, "latency_ms": round1(i.small.latency_ms), "cost_usd": prices.0.cost(i.small.usage.prompt_tokens, i.small.usage.completion_tokens)},
+                "large": {"answer": i.large.text, "correct": i.large_correct, "tokens_in": i.large.usage.prompt_tokens, "tokens_out": i.large.usage.completion_tokens, "latency_ms": round1(i.large.latency_ms), "cost_usd": prices.1.cost(i.large.usage.prompt_tokens, i.large.usage.completion_tokens)},
                 "logprob_mean": i.logprob_mean,
                 "logprob_min": i.logprob_min,
                 "p_yes": i.p_yes,
@@ -257,6 +262,7 @@ fn scored(
         score,
         latencies,
         share_at_op,
+        settings: None,
     }
 }
 
@@ -314,7 +320,12 @@ fn out_of_fold_router(items: &[ItemSignals], subset: &[usize], folds: usize) -> 
 /// least confident until the LLM-call budget `b` is spent. For each budget, `a` and the check are
 /// chosen on the training folds (with the router itself scored out of fold there too) and applied
 /// to the held-out fold.
-fn cascade_routing(items: &[ItemSignals], outcomes: &[Outcome], folds: usize) -> StrategyResult {
+fn cascade_routing(
+    items: &[ItemSignals],
+    outcomes: &[Outcome],
+    folds: usize,
+    router_scores: &[f64],
+) -> StrategyResult {
     let n = items.len();
     // Router scores per fold, computed once: out of fold within the training folds (to choose
     // on), and for the held-out fold from a router trained on all the training folds.
@@ -373,12 +384,28 @@ fn cascade_routing(items: &[ItemSignals], outcomes: &[Outcome], folds: usize) ->
                         + d.escalated * i.large.latency_ms)
         })
         .collect();
+    // The served settings at the operating point's budget, chosen on every item.
+    let all: Vec<usize> = (0..n).collect();
+    let plan = best_plan(
+        items,
+        outcomes,
+        &all,
+        router_scores,
+        op as f64 / BUDGET_STEPS as f64,
+    );
+    let settings = json!({
+        "budget": op as f64 / BUDGET_STEPS as f64,
+        "direct_above": if plan.router_t == f64::INFINITY { 0.0 } else if plan.router_t.is_finite() { (-plan.router_t).clamp(0.0, 1.0) } else { 1.0 },
+        "check": plan.check.name(),
+        "threshold": if plan.check_t.is_finite() { plan.check_t.clamp(0.0, 1.0) } else if plan.check_t > 0.0 { 1.0 } else { 0.0 },
+    });
     StrategyResult {
         name: "cascade-routing".into(),
         curve,
         score,
         latencies,
         share_at_op: points[op].0,
+        settings: Some(settings),
     }
 }
 
@@ -505,28 +532,6 @@ fn best_plan(
     )
 }
 
-pub fn percentile(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = (q * (v.len() - 1) as f64).round() as usize;
-    v[rank.min(v.len() - 1)]
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn share(x: Option<f64>) -> String {
-    x.map_or_else(|| "never".to_string(), |v| format!("{:.1}%", 100.0 * v))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,6 +545,5 @@ mod tests {
         assert!((selected - 2.0).abs() < 1e-12);
         assert_eq!(threshold_for(&values, 0.0).0, f64::NEG_INFINITY);
         assert_eq!(threshold_for(&values, 9.0).0, f64::INFINITY);
-        assert_eq!(percentile(&[3.0, 1.0, 2.0], 0.5), 2.0);
     }
 }
