@@ -296,3 +296,43 @@ fn a_router_trains_on_eval_records() {
         .as_array()
         .is_some_and(|w| !w.is_empty()));
 }
+
+#[test]
+fn mt_bench_answers_are_graded_by_a_judge_when_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, cache, out) = (
+        tiny_config(dir.path()),
+        dir.path().join("cache"),
+        dir.path().join("out"),
+    );
+    let mt = dir.path().join("mt.jsonl");
+    std::fs::write(&mt, "{\"question_id\": 81, \"category\": \"writing\", \"turns\": [\"Write a haiku about rain.\", \"Now one about sun.\"]}\n").unwrap();
+    let paths = [
+        ("--config", config.as_path()),
+        ("--data", mt.as_path()),
+        ("--cache", cache.as_path()),
+        ("--out", out.as_path()),
+    ];
+    run(&["eval", "--model", "small", "--judge", "large"], &paths);
+    let records = lines(&out.join("records.jsonl"));
+    assert_eq!(records.len(), 1);
+    // The judge's answer is cached beside the model's: two generations.
+    assert_eq!(cache_lines(&cache), 2);
+    // A rating the judge gave is n/10; a reply without one leaves the item unscored.
+    let score = &records[0]["score"];
+    assert!(
+        score.is_null() || (0.1..=1.0).contains(&score.as_f64().unwrap()),
+        "{score}"
+    );
+    // Without a judge, MT-Bench items are answered but not scored.
+    let out2 = dir.path().join("out2");
+    let paths2 = [
+        ("--config", config.as_path()),
+        ("--data", mt.as_path()),
+        ("--cache", cache.as_path()),
+        ("--out", out2.as_path()),
+    ];
+    run(&["eval", "--model", "small"], &paths2);
+    assert!(lines(&out2.join("records.jsonl"))[0]["score"].is_null());
+    assert!(json_file(&out2.join("summary.json"))["accuracy"].is_null());
+}

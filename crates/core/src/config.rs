@@ -520,13 +520,13 @@ impl Config {
         let key = |field: &str| format!("models.{name}.{field}");
         for (field, other) in [("small", &routed.small), ("large", &routed.large)] {
             match self.models.get(other) {
-                Some(ModelConfig::Local(_) | ModelConfig::Remote(_) | ModelConfig::Speculative(_)) => {}
-                Some(_) => {
+                Some(_) if self.strategy_cycle(other, &mut vec![name.to_string()]) => {
                     return Err(ConfigError::new(
                         key(field),
-                        format!("'{other}' must be a local, remote or speculative model, not another strategy"),
+                        format!("'{other}' leads back to '{name}': strategies cannot contain themselves"),
                     ))
                 }
+                Some(_) => {}
                 None => {
                     return Err(ConfigError::new(
                         key(field),
@@ -577,6 +577,23 @@ impl Config {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Whether following the strategy `name`'s members reaches a model already on `path`.
+    fn strategy_cycle(&self, name: &str, path: &mut Vec<String>) -> bool {
+        if path.iter().any(|p| p == name) {
+            return true;
+        }
+        let members = match self.models.get(name) {
+            Some(
+                ModelConfig::Cascade(r) | ModelConfig::Router(r) | ModelConfig::CascadeRouting(r),
+            ) => [r.small.clone(), r.large.clone()],
+            _ => return false,
+        };
+        path.push(name.to_string());
+        let cycle = members.iter().any(|m| self.strategy_cycle(m, path));
+        path.pop();
+        cycle
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -749,7 +766,7 @@ mod tests {
         let config = Config::from_toml(text)
             .and_then(|c| c.resolve(&env))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.models.len(), 4);
+        assert_eq!(config.models.len(), 6);
     }
 
     #[test]
@@ -803,7 +820,8 @@ mod tests {
             ("[models.c]\ntype = \"cascade\"\nlarge = \"big\"\nthreshold = 0.4\n", "models.c.large", "no model named 'big'"),
             ("[models.c]\ntype = \"router\"\nthreshold = 0.4\n", "models.c.router", "missing"),
             ("[models.c]\ntype = \"cascade\"\nrouter = \"length\"\nthreshold = 0.4\n", "models.c.router", "only"),
-            ("[models.c]\ntype = \"cascade\"\nthreshold = 0.4\n[models.d]\ntype = \"cascade\"\nsmall = \"c\"\nthreshold = 0.4\n", "models.d.small", "not another strategy"),
+            ("[models.c]\ntype = \"cascade\"\nlarge = \"d\"\nthreshold = 0.4\n[models.d]\ntype = \"cascade\"\nsmall = \"c\"\nthreshold = 0.4\n", "models.c.large", "leads back to 'c'"),
+            ("[models.c]\ntype = \"cascade\"\nlarge = \"c\"\nthreshold = 0.4\n", "models.c.large", "leads back"),
         ] {
             let err = parse(extra).err().unwrap_or_else(|| panic!("accepted: {extra}"));
             assert_eq!(err.key, key, "{err}");

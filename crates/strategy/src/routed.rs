@@ -117,8 +117,7 @@ impl RoutedModel {
                 let score = self.router_score(scorer, &request, &mut trace).await;
                 let to_large = score.is_none_or(|s| s >= *threshold);
                 trace.decision = if to_large { "direct" } else { "local" }.into();
-                let member = if to_large { &self.large } else { &self.small };
-                return forward(member, request, trace);
+                return self.route(to_large, request, trace).await;
             }
             Strategy::CascadeRouting {
                 scorer,
@@ -132,13 +131,13 @@ impl RoutedModel {
                     Some(s) if s < *local_below => {
                         trace.threshold = *local_below;
                         trace.decision = "local".into();
-                        return forward(&self.small, request, trace);
+                        return self.route(false, request, trace).await;
                     }
                     Some(s) if s < *direct_above => (*check, *threshold),
                     _ => {
                         trace.threshold = *direct_above;
                         trace.decision = "direct".into();
-                        return forward(&self.large, request, trace);
+                        return self.route(true, request, trace).await;
                     }
                 }
             }
@@ -146,6 +145,33 @@ impl RoutedModel {
         trace.threshold = threshold;
         trace.check = Some(check.name().into());
         self.cascade(request, check, threshold, trace).await
+    }
+
+    /// A router's decision: the chosen member's stream; if that member fails before its first
+    /// event, the other one answers and the trace says why.
+    async fn route(
+        &self,
+        to_large: bool,
+        request: ChatRequest,
+        trace: RoutingTrace,
+    ) -> EventStream {
+        let (chosen, other) = if to_large {
+            (&self.large, &self.small)
+        } else {
+            (&self.small, &self.large)
+        };
+        let mut stream = forward(chosen, request.clone(), trace.clone());
+        match stream.next().await {
+            Some(Err(e)) => {
+                tracing::warn!(strategy = %self.name, error = %e, member = %chosen.name, "routed model failed; the other answers");
+                let mut trace = trace;
+                trace.decision = if to_large { "local" } else { "direct" }.into();
+                trace.degraded = Some(format!("{} failed: {e}", chosen.name));
+                forward(other, request, trace)
+            }
+            Some(Ok(first)) => Box::pin(stream::once(async move { Ok(first) }).chain(stream)),
+            None => stream,
+        }
     }
 
     /// The router's score, timed into the trace; `None` (and a note) when it failed.
@@ -317,7 +343,7 @@ impl ChatModel for RoutedModel {
         let large = self.large.model.info();
         ModelInfo {
             id: format!(
-                "{} ({}: {} → {})",
+                "{} ({}: {} -> {})",
                 self.name,
                 self.describe(),
                 small.id,

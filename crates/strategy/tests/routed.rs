@@ -255,6 +255,25 @@ async fn failures_degrade_to_the_other_model_and_say_so() {
     );
     assert!(trace.degraded.unwrap().contains("small model failed"));
 
+    // A router whose chosen member is down: the other one answers.
+    let routed_down = RoutedModel::new(
+        "router",
+        member("small", tiny()),
+        member("large", Arc::new(Down)),
+        Strategy::Router {
+            scorer: Arc::new(LengthScorer { half: 1.0 }),
+            threshold: 0.5,
+        },
+        2,
+    );
+    let answer = ask(&routed_down, "What is the capital of Italy?").await;
+    let trace = answer.trace.routing.unwrap();
+    assert_eq!(
+        (trace.answered_by.as_str(), trace.decision.as_str()),
+        ("small", "local")
+    );
+    assert!(trace.degraded.unwrap().contains("large failed"));
+
     // Both down: the error reaches the client.
     let both = RoutedModel::new(
         "cascade",
