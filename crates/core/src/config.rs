@@ -63,6 +63,10 @@ pub enum ModelConfig {
     CascadeRouting(RoutedModelConfig),
 }
 
+/// The embedded `cascade`'s threshold: keep the small answer when at least one of three samples
+/// reaches the same final answer.
+pub const DEFAULT_CASCADE_THRESHOLD: f64 = 0.3;
+
 /// The checks a cascade can run (see `tandem_strategy::checks`).
 pub const CASCADE_CHECKS: [&str; 4] = ["logprob-mean", "logprob-min", "verify", "agree"];
 
@@ -365,9 +369,19 @@ impl Config {
 
     /// The embedded defaults (no file): local 0.5B as `small`; `large` is the local 1.5B, or remote
     /// when `OPENAI_API_KEY` / `OPENAI_BASE_URL` is set. With a local `large`, also
-    /// `large-speculative`: the large model's answers with `small` drafting.
+    /// `large-speculative`: the large model's answers with `small` drafting. Always `cascade`:
+    /// `small` first, escalated to `large` unless one of three sampled answers agrees with its
+    /// final answer — the one check measured to carry signal for the default pair (README,
+    /// "Routing and cascades"); open-ended text rarely agrees word for word, so it escalates.
     pub fn embedded(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut config = Self::default().resolve(env)?;
+        config.models.insert(
+            "cascade".into(),
+            ModelConfig::Cascade(RoutedModelConfig::cascade(
+                "agree",
+                DEFAULT_CASCADE_THRESHOLD,
+            )),
+        );
         if matches!(config.models.get("large"), Some(ModelConfig::Local(_))) {
             config.models.insert(
                 "large-speculative".into(),
@@ -661,6 +675,15 @@ mod tests {
                 "large", "small"
             )))
         );
+        match config.models.get("cascade") {
+            Some(ModelConfig::Cascade(c)) => {
+                assert_eq!(
+                    (c.small.as_str(), c.large.as_str(), c.check.as_str()),
+                    ("small", "large", "agree")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
