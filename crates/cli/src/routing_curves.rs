@@ -120,6 +120,12 @@ pub fn report(
 
     let small_only = score_curve(&quality_curve(&vec![0.0; items.len()], &outcomes));
     let random = random_apgr(&outcomes, 200, 42);
+    // The most any router could reach on these items: it would know who is right.
+    let oracle: Vec<f64> = outcomes
+        .iter()
+        .map(|o| f64::from(u8::from(o.large)) - f64::from(u8::from(o.small)))
+        .collect();
+    let oracle = score_curve(&quality_curve(&oracle, &outcomes));
     let best = results
         .iter()
         .max_by(|a, b| a.score.apgr.total_cmp(&b.score.apgr));
@@ -149,6 +155,8 @@ pub fn report(
         "best_apgr": best.map(|b| round3(b.score.apgr)),
         "best_cpt50": best.and_then(|b| b.score.cpt50.map(round3)),
         "random_apgr": round3(random),
+        "oracle_apgr": round3(oracle.apgr),
+        "oracle_cpt50": oracle.cpt50.map(round3),
         "strategies": strategies,
         "items": items.len(),
         "small_p50_ms": round1(percentile(&small_ms, 0.5)),
@@ -204,7 +212,8 @@ pub fn report(
         ));
     }
     let report = format!(
-        "{} items. Small only {:.3}, large only {:.3}, random router APGR {:.3}.\n\n\
+        "{} items. Small only {:.3}, large only {:.3}, random router APGR {:.3}; a router that \
+         knew who is right would reach APGR {:.3}, CPT(50%) {}.\n\n\
          ![quality vs large-model share](curve.svg)\n\n{table}\n\
          The operating point (op.) is the smallest LLM share that closes half the small→large gap \
          (CPT(50%)), or half the items when a strategy never does; latency is per request there, \
@@ -212,15 +221,18 @@ pub fn report(
         items.len(),
         small_only.small_quality,
         small_only.large_quality,
-        random
+        random,
+        oracle.apgr,
+        share(oracle.cpt50)
     );
     write_outputs(&out, "tandem eval routing", &report, &summary, &records)?;
     say(format!(
-        "{} items: small {:.3}, large {:.3}, random APGR {:.3}",
+        "{} items: small {:.3}, large {:.3}, random APGR {:.3}, oracle APGR {:.3}",
         items.len(),
         small_only.small_quality,
         small_only.large_quality,
-        random
+        random,
+        oracle.apgr
     ));
     for r in &results {
         say(format!(
