@@ -220,6 +220,7 @@ fn eval_routing_reports_every_strategy_and_calibrate_reads_its_records() {
         "best_apgr",
         "best_cpt50",
         "random_apgr",
+        "oracle_apgr",
     ] {
         assert!(summary.get(key).is_some(), "{key} missing: {summary}");
     }
