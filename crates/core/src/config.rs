@@ -371,8 +371,9 @@ impl Config {
     /// when `OPENAI_API_KEY` / `OPENAI_BASE_URL` is set. With a local `large`, also
     /// `large-speculative`: the large model's answers with `small` drafting. Always `cascade`:
     /// `small` first, escalated to `large` unless one of three sampled answers agrees with its
-    /// final answer — the one check measured to carry signal for the default pair (README,
-    /// "Routing and cascades"); open-ended text rarely agrees word for word, so it escalates.
+    /// final answer — the check that separates the default pair's right and wrong answers most
+    /// clearly (README, "Routing and cascades"); open-ended text rarely agrees word for word, so
+    /// it escalates.
     pub fn embedded(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut config = Self::default().resolve(env)?;
         config.models.insert(
