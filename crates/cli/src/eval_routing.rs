@@ -12,7 +12,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use tandem_core::config::ModelConfig;
 use tandem_core::ChatRequest;
 use tandem_strategy::checks::{
-    mean_confidence, min_confidence, p_yes, sample_requests, verify_request, DEFAULT_AGREE_SAMPLES,
+    mean_confidence, min_confidence, p_yes, sample_requests, token_logprobs, verify_request,
+    DEFAULT_AGREE_SAMPLES,
 };
 
 use crate::build::{build_model, load_config};
@@ -168,9 +169,9 @@ async fn gather(
             task: task.clone(),
             small_correct,
             large_correct,
-            logprob_mean: mean_confidence(&token_values(&small_answer)),
-            logprob_min: min_confidence(&token_values(&small_answer)),
-            p_yes: p_yes_of(&verdicts[i]),
+            logprob_mean: mean_confidence(&token_logprobs(small_answer.logprobs.as_deref())),
+            logprob_min: min_confidence(&token_logprobs(small_answer.logprobs.as_deref())),
+            p_yes: p_yes(verdicts[i].logprobs.as_deref()),
             verify_ms: verdicts[i].latency_ms,
             samples: samples[i * per_item..(i + 1) * per_item]
                 .iter()
@@ -205,22 +206,4 @@ async fn generate_all(
         .buffered(concurrency.max(1))
         .try_collect()
         .await
-}
-
-fn token_values(g: &Generation) -> Vec<f32> {
-    g.logprobs
-        .as_ref()
-        .map(|lp| lp.iter().map(|t| t.logprob).collect())
-        .unwrap_or_default()
-}
-
-fn p_yes_of(g: &Generation) -> f64 {
-    p_yes(&tandem_core::ChatResponse {
-        model: String::new(),
-        text: g.text.clone(),
-        finish_reason: g.finish_reason,
-        usage: g.usage,
-        logprobs: g.logprobs.clone(),
-        trace: g.trace.clone(),
-    })
 }

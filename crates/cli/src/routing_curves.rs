@@ -310,21 +310,23 @@ fn weight(v: f64, t: f64, tie: f64) -> f64 {
 fn out_of_fold_router(items: &[ItemSignals], subset: &[usize], folds: usize) -> Option<Vec<f64>> {
     let mut scores = vec![0.0; subset.len()];
     for fold in 0..folds {
-        let train: Vec<usize> = (0..subset.len()).filter(|k| k % folds != fold).collect();
-        let rows: Vec<Vec<f32>> = train
-            .iter()
-            .map(|&k| items[subset[k]].embedding.clone())
+        let train: Vec<usize> = (0..subset.len())
+            .filter(|k| k % folds != fold)
+            .map(|k| subset[k])
             .collect();
-        let labels: Vec<bool> = train
-            .iter()
-            .map(|&k| !items[subset[k]].small_correct)
-            .collect();
-        let router = LogisticRouter::train("embedding", &rows, &labels, TrainOptions::default())?;
+        let router = train_router(items, &train)?;
         for k in (0..subset.len()).filter(|k| k % folds == fold) {
             scores[k] = router.score(&items[subset[k]].embedding);
         }
     }
     Some(scores)
+}
+
+/// A router fitted on `train` (indices into `items`): was the small model wrong?
+fn train_router(items: &[ItemSignals], train: &[usize]) -> Option<LogisticRouter> {
+    let rows: Vec<Vec<f32>> = train.iter().map(|&i| items[i].embedding.clone()).collect();
+    let labels: Vec<bool> = train.iter().map(|&i| !items[i].small_correct).collect();
+    LogisticRouter::train("embedding", &rows, &labels, TrainOptions::default())
 }
 
 /// Cascade routing: the router's score sends the highest-scored share `a` of requests to the
@@ -346,7 +348,8 @@ fn cascade_routing(
             let train: Vec<usize> = (0..n).filter(|i| i % folds != fold).collect();
             let test: Vec<usize> = (0..n).filter(|i| i % folds == fold).collect();
             let inner = out_of_fold_router(items, &train, folds.min(train.len()).max(2));
-            let outer = out_of_fold_router_for(items, &train, &test);
+            let outer = train_router(items, &train)
+                .map(|r| test.iter().map(|&i| r.score(&items[i].embedding)).collect());
             let scores = inner.zip(outer);
             (train, test, scores)
         })
@@ -419,22 +422,6 @@ fn cascade_routing(
         share_at_op: points[op].0,
         settings: Some(settings),
     }
-}
-
-/// Scores for `test` from a router trained on all of `train`.
-fn out_of_fold_router_for(
-    items: &[ItemSignals],
-    train: &[usize],
-    test: &[usize],
-) -> Option<Vec<f64>> {
-    let rows: Vec<Vec<f32>> = train.iter().map(|&i| items[i].embedding.clone()).collect();
-    let labels: Vec<bool> = train.iter().map(|&i| !items[i].small_correct).collect();
-    let router = LogisticRouter::train("embedding", &rows, &labels, TrainOptions::default())?;
-    Some(
-        test.iter()
-            .map(|&i| router.score(&items[i].embedding))
-            .collect(),
-    )
 }
 
 /// One fold: training items, held-out items, and the router's scores for each (inner out of

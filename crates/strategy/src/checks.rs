@@ -12,7 +12,8 @@ use std::sync::Arc;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use tandem_core::{
-    ChatModel, ChatRequest, ChatResponse, Message, ModelError, Role, SamplingParams, Usage,
+    ChatModel, ChatRequest, ChatResponse, Message, ModelError, Role, SamplingParams, TokenLogprob,
+    Usage,
 };
 
 use crate::answer::answer_key;
@@ -71,11 +72,9 @@ pub fn min_confidence(logprobs: &[f32]) -> f64 {
         .fold(1.0, f64::min)
 }
 
-/// The token logprobs of a response (empty when it has none).
-pub fn token_logprobs(response: &ChatResponse) -> Vec<f32> {
-    response
-        .logprobs
-        .as_ref()
+/// The token logprobs of an answer's `logprobs` (empty when it has none).
+pub fn token_logprobs(logprobs: Option<&[TokenLogprob]>) -> Vec<f32> {
+    logprobs
         .map(|lp| lp.iter().map(|t| t.logprob).collect())
         .unwrap_or_default()
 }
@@ -105,9 +104,10 @@ pub fn verify_request(model: &str, question: &str, answer: &str) -> ChatRequest 
     request
 }
 
-/// P("yes") against P("no") at the verification answer's first token, 0.5 when neither shows.
-pub fn p_yes(response: &ChatResponse) -> f64 {
-    let Some(first) = response.logprobs.as_ref().and_then(|lp| lp.first()) else {
+/// P("yes") against P("no") at the verification answer's first token (from its `logprobs`),
+/// 0.5 when neither shows.
+pub fn p_yes(logprobs: Option<&[TokenLogprob]>) -> f64 {
+    let Some(first) = logprobs.and_then(|lp| lp.first()) else {
         return 0.5;
     };
     let (mut yes, mut no) = (0.0, 0.0);
@@ -173,13 +173,17 @@ pub async fn confidence(
         usage: Usage::default(),
     };
     match check {
-        Check::LogprobMean => Ok(free(mean_confidence(&token_logprobs(answer)))),
-        Check::LogprobMin => Ok(free(min_confidence(&token_logprobs(answer)))),
+        Check::LogprobMean => Ok(free(mean_confidence(&token_logprobs(
+            answer.logprobs.as_deref(),
+        )))),
+        Check::LogprobMin => Ok(free(min_confidence(&token_logprobs(
+            answer.logprobs.as_deref(),
+        )))),
         Check::Verify => {
             let verify = verify_request(&request.model, question_of(request), &answer.text);
             let response = small.complete(verify).await?;
             Ok(Verdict {
-                confidence: p_yes(&response),
+                confidence: p_yes(response.logprobs.as_deref()),
                 usage: response.usage,
             })
         }
@@ -249,9 +253,9 @@ mod tests {
             (" yes", 0.1f32.ln()),
             ("No", 0.3f32.ln()),
         ]);
-        assert!((p_yes(&r) - 0.7).abs() < 1e-6);
+        assert!((p_yes(r.logprobs.as_deref()) - 0.7).abs() < 1e-6);
         let none = response_with_first_token(&[("Maybe", 0.0)]);
-        assert_eq!(p_yes(&none), 0.5);
+        assert_eq!(p_yes(none.logprobs.as_deref()), 0.5);
     }
 
     #[test]
