@@ -6,19 +6,27 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tandem_core::config::{
-    Config, DraftingPolicy, LocalModelConfig, ModelConfig, RoutedModelConfig,
+    Config, DraftingPolicy, LocalModelConfig, ModelConfig, PrivacyModelConfig, RoutedModelConfig,
     SpeculativeModelConfig,
 };
 use tandem_core::ChatModel;
 use tandem_engine::policy::DraftMode;
 use tandem_engine::{LocalModel, LocalModelOptions, SpeculativeModel, SpeculativeOptions};
 use tandem_models::ModelStore;
+use tandem_privacy::detector::{Detector, DetectorOptions};
+use tandem_privacy::model::{Endpoint, PrivacyMode, PrivacyModel};
+use tandem_privacy::probe_tagger::{ProbeTagger, TokenEncoder};
+use tandem_privacy::tagger::{EntityTagger, ModelTagger};
+use tandem_privacy::vault::Replacement;
+use tandem_privacy::EntityKind;
 use tandem_remote::RemoteModel;
 use tandem_strategy::baselines::{LengthScorer, RandomScorer};
 use tandem_strategy::{Check, Member, PromptScorer, RoutedModel, Strategy};
 
 use crate::embedder::EmbeddingScorer;
 use crate::output::progress_line;
+use crate::pii_probe;
+use crate::token_encoder::EngineEncoder;
 
 /// Read the config file, or the embedded defaults when there is none.
 pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -96,9 +104,122 @@ fn build_into(
                 })
             })?
         }
+        ModelConfig::Redact(privacy) => {
+            build_privacy(config, name, privacy, PrivacyMode::Redact, built)?
+        }
+        ModelConfig::PrivacyRoute(privacy) => {
+            let mode = PrivacyMode::Route {
+                keep_local: entity_kinds(&privacy.keep_local),
+                threshold: privacy.threshold,
+            };
+            build_privacy(config, name, privacy, mode, built)?
+        }
+        ModelConfig::Guardian(privacy) => {
+            build_privacy(config, name, privacy, PrivacyMode::Guardian, built)?
+        }
     };
     built.insert(name.to_string(), model.clone());
     Ok(model)
+}
+
+/// Kind names validated by the config; unknown ones cannot reach here.
+fn entity_kinds(names: &[String]) -> Vec<EntityKind> {
+    names.iter().filter_map(|n| EntityKind::parse(n)).collect()
+}
+
+/// The detector a privacy strategy runs: the rules, and a model stage — the probe over the
+/// local model's states, or the local model prompted to list entities (`detector`).
+pub fn build_detector(
+    config: &Config,
+    privacy: &PrivacyModelConfig,
+    local: &Endpoint,
+) -> anyhow::Result<Detector> {
+    let tagger: Option<Arc<dyn EntityTagger>> = match privacy.detector.as_str() {
+        "rules" => None,
+        "rules+model" => Some(Arc::new(ModelTagger::new(
+            local.name.clone(),
+            local.model.clone(),
+        ))),
+        wanted => {
+            let Some(ModelConfig::Local(local_config)) = config.models.get(&local.name) else {
+                anyhow::bail!("'{}' is not a local model", local.name);
+            };
+            let gguf = local_path(&local.name, local_config)?;
+            let encoder = Arc::new(EngineEncoder::load(
+                &gguf,
+                tandem_engine::default_threads(),
+            )?);
+            let probe_path = match &privacy.probe {
+                Some(path) => PathBuf::from(path),
+                None => pii_probe::default_probe_path(&encoder.model_id())?,
+            };
+            if wanted == "auto" && !probe_path.exists() {
+                tracing::info!(probe = %probe_path.display(), "no PII probe: the local model lists entities instead (make one with `tandem privacy train`)");
+                Some(Arc::new(ModelTagger::new(
+                    local.name.clone(),
+                    local.model.clone(),
+                )))
+            } else {
+                let probe = pii_probe::read_probe(&probe_path)?;
+                Some(Arc::new(
+                    ProbeTagger::new(encoder, probe, privacy.min_score as f32)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", probe_path.display()))?,
+                ))
+            }
+        }
+    };
+    let kinds = if privacy.entities.is_empty() {
+        EntityKind::ALL.to_vec()
+    } else {
+        entity_kinds(&privacy.entities)
+    };
+    Ok(Detector::new(
+        tagger,
+        DetectorOptions {
+            kinds,
+            min_score: privacy.min_score as f32,
+        },
+    ))
+}
+
+/// The GGUF file of a model source (catalog id, path or hf:), fetched if missing.
+pub fn model_file(source: &str) -> anyhow::Result<PathBuf> {
+    local_path(source, &LocalModelConfig::from_source(source))
+}
+
+fn build_privacy(
+    config: &Config,
+    name: &str,
+    privacy: &PrivacyModelConfig,
+    mode: PrivacyMode,
+    built: &mut BTreeMap<String, Arc<dyn ChatModel>>,
+) -> anyhow::Result<Arc<dyn ChatModel>> {
+    let local = Endpoint {
+        name: privacy.local.clone(),
+        model: build_into(config, &privacy.local, built)?,
+    };
+    let remote = Endpoint {
+        name: privacy.remote.clone(),
+        model: build_into(config, &privacy.remote, built)?,
+    };
+    let replacement = if privacy.replacement == "surrogate" {
+        Replacement::Surrogate
+    } else {
+        Replacement::Placeholder
+    };
+    let detector = Arc::new(
+        build_detector(config, privacy, &local)
+            .with_context(|| format!("models.{name}.detector"))?,
+    );
+    Ok(Arc::new(PrivacyModel::new(
+        name,
+        mode,
+        detector,
+        replacement,
+        privacy.seek,
+        local,
+        remote,
+    )))
 }
 
 fn parse_check(name: &str, check: &str) -> anyhow::Result<Check> {

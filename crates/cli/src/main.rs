@@ -7,20 +7,26 @@ mod build;
 mod calibrate;
 mod chat;
 mod datasets;
+mod echo_upstream;
 mod embedder;
 mod eval_cmd;
+mod eval_privacy;
 mod eval_progress;
 mod eval_routing;
 mod gen_cache;
 mod models_cmd;
 mod output;
+mod pii_data;
+mod pii_probe;
 mod plot;
 mod reference;
 mod router_cmd;
 mod routing_curves;
 mod sandbox;
 mod serve;
+mod span_score;
 mod tasks;
+mod token_encoder;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,6 +83,18 @@ enum Command {
         #[command(subcommand)]
         command: RouterCommand,
     },
+    /// Train the PII detector's probe.
+    Privacy {
+        #[command(subcommand)]
+        command: PrivacyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrivacyCommand {
+    /// Fit the token probe that finds names, organizations and places in the local model's
+    /// hidden states, on labelled text like pii/presidio_synth_dev.json.
+    Train(pii_probe::TrainArgs),
 }
 
 #[derive(Subcommand)]
@@ -85,6 +103,8 @@ enum EvalCommand {
     Router(router_cmd::EvalArgs),
     /// Every routing and cascade strategy on the same items and generations (APGR, CPT, latency).
     Routing(eval_routing::Args),
+    /// PII detection, leakage and round trip of the redact pipeline on labelled text.
+    Privacy(eval_privacy::Args),
 }
 
 #[derive(Subcommand)]
@@ -132,10 +152,14 @@ fn main() -> std::process::ExitCode {
             None => eval_cmd::run(*run),
             Some(EvalCommand::Router(args)) => router_cmd::eval(args),
             Some(EvalCommand::Routing(args)) => eval_routing::run(args),
+            Some(EvalCommand::Privacy(args)) => eval_privacy::run(args),
         },
         Command::Calibrate(args) => calibrate::run(args),
         Command::Router { command } => match command {
             RouterCommand::Train(args) => router_cmd::train(args),
+        },
+        Command::Privacy { command } => match command {
+            PrivacyCommand::Train(args) => pii_probe::run_train(args),
         },
     };
     match result {

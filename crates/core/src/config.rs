@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::privacy_config::PrivacyModelConfig;
+
 /// Catalog ids of the embedded defaults (see `tandem models list`).
 pub const DEFAULT_SMALL: &str = "qwen2.5-coder-0.5b-instruct";
 pub const DEFAULT_LARGE: &str = "qwen2.5-coder-1.5b-instruct";
@@ -61,6 +63,13 @@ pub enum ModelConfig {
     /// The router decides "large at once", "small alone" or "small, then the check".
     #[serde(rename = "cascade-routing")]
     CascadeRouting(RoutedModelConfig),
+    /// Pseudonymize, send to the remote model, restore the answer.
+    Redact(PrivacyModelConfig),
+    /// Sensitive requests stay on the device; the rest go to the remote model.
+    #[serde(rename = "privacy-route")]
+    PrivacyRoute(PrivacyModelConfig),
+    /// The remote model gets an abstracted question; the local model writes the answer.
+    Guardian(PrivacyModelConfig),
 }
 
 /// The embedded `cascade`'s threshold: keep the small answer when at least one of three samples
@@ -461,6 +470,9 @@ impl Config {
                 ModelConfig::Router(routed) | ModelConfig::CascadeRouting(routed) => {
                     self.validate_routed(name, routed, true)?;
                 }
+                ModelConfig::Redact(privacy)
+                | ModelConfig::PrivacyRoute(privacy)
+                | ModelConfig::Guardian(privacy) => self.validate_privacy(name, privacy)?,
                 ModelConfig::Remote(remote) => {
                     if !(remote.base_url.starts_with("http://")
                         || remote.base_url.starts_with("https://"))
@@ -594,6 +606,53 @@ impl Config {
         }
     }
 
+    fn validate_privacy(
+        &self,
+        name: &str,
+        privacy: &PrivacyModelConfig,
+    ) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("models.{name}.{field}");
+        privacy
+            .validate_fields()
+            .map_err(|(field, message)| ConfigError::new(key(field), message))?;
+        match self.models.get(&privacy.local) {
+            Some(ModelConfig::Local(_)) => {}
+            Some(_) => {
+                return Err(ConfigError::new(
+                    key("local"),
+                    format!(
+                        "'{}' must be a local model: private data may not leave the device",
+                        privacy.local
+                    ),
+                ))
+            }
+            None => return Err(self.no_model(key("local"), &privacy.local)),
+        }
+        match self.models.get(&privacy.remote) {
+            Some(_) if self.strategy_cycle(&privacy.remote, &mut vec![name.to_string()]) => {
+                Err(ConfigError::new(
+                    key("remote"),
+                    format!(
+                        "'{}' leads back to '{name}': strategies cannot contain themselves",
+                        privacy.remote
+                    ),
+                ))
+            }
+            Some(_) => Ok(()),
+            None => Err(self.no_model(key("remote"), &privacy.remote)),
+        }
+    }
+
+    fn no_model(&self, key: String, other: &str) -> ConfigError {
+        ConfigError::new(
+            key,
+            format!(
+                "no model named '{other}' (have: {})",
+                self.models.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    }
+
     /// Whether following the strategy `name`'s members reaches a model already on `path`.
     fn strategy_cycle(&self, name: &str, path: &mut Vec<String>) -> bool {
         if path.iter().any(|p| p == name) {
@@ -603,6 +662,9 @@ impl Config {
             Some(
                 ModelConfig::Cascade(r) | ModelConfig::Router(r) | ModelConfig::CascadeRouting(r),
             ) => [r.small.clone(), r.large.clone()],
+            Some(
+                ModelConfig::Redact(p) | ModelConfig::PrivacyRoute(p) | ModelConfig::Guardian(p),
+            ) => [p.local.clone(), p.remote.clone()],
             _ => return false,
         };
         path.push(name.to_string());

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod privacy_config;
 pub mod router;
 pub mod routing;
 pub mod trace;
@@ -15,4 +16,4 @@ pub use chat::{
 };
 pub use error::ModelError;
 pub use model::{collect_response, ChatModel, EventStream, ModelInfo};
-pub use trace::{RoutingTrace, SpeculativeTrace, Trace};
+pub use trace::{PrivacyTrace, RoutingTrace, SpeculativeTrace, Trace};

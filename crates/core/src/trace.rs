@@ -11,12 +11,52 @@ pub struct Trace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Boxed: most answers have none, and events stay small.
     pub routing: Option<Box<RoutingTrace>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<Box<PrivacyTrace>>,
 }
 
 impl Trace {
     pub fn is_empty(&self) -> bool {
-        self.speculative.is_none() && self.routing.is_none()
+        self.speculative.is_none() && self.routing.is_none() && self.privacy.is_none()
     }
+}
+
+/// The privacy audit of one request: what was detected and what left the device. Never holds
+/// a detected value: kinds, counts and placeholders only, so it is safe in logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyTrace {
+    /// The strategy's name as configured (e.g. `redact`).
+    pub strategy: String,
+    /// `redacted` (pseudonymized, then sent), `clean` (nothing found, sent as is), `local` (kept
+    /// on the device), `guardian` (an abstracted question went out, the answer was written
+    /// locally), `blocked` (nothing could be sent safely and no local model answered).
+    pub decision: String,
+    /// Why, in words without values: `contains CREDIT_CARD`, `sensitivity 0.60 >= 0.50`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Entities found in the request, by kind.
+    pub detected: std::collections::BTreeMap<String, u32>,
+    /// Highest kind weight × confidence among them (0 when none).
+    pub sensitivity: f64,
+    /// Whether anything of this request was sent off the device, and which placeholders it
+    /// carried in place of the values.
+    pub left_device: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent_placeholders: Vec<String>,
+    /// Placeholders put back into the answer, and those the upstream dropped or paraphrased
+    /// beyond recognition (after the seek step).
+    pub restored: u32,
+    pub unrestored: u32,
+    /// Entities the local model's seek step found paraphrased in the answer and restored.
+    pub sought: u32,
+    /// Time in each stage, ms.
+    pub rules_ms: f64,
+    pub model_ms: f64,
+    pub upstream_ms: f64,
+    pub local_ms: f64,
+    /// What went wrong on the way, when a stage failed and the strategy fell back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 /// Routing and cascading: which model answered and why.

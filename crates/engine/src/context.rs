@@ -40,6 +40,9 @@ pub struct ContextOptions {
     pub n_batch: u32,
     /// Produce pooled hidden-state embeddings instead of logits.
     pub embeddings: bool,
+    /// With `embeddings`: keep every token's hidden state instead of pooling them
+    /// ([`Context::token_states`] rather than [`Context::embed`]).
+    pub per_token: bool,
 }
 
 impl Default for ContextOptions {
@@ -50,6 +53,7 @@ impl Default for ContextOptions {
             threads: crate::default_threads(),
             n_batch: 512,
             embeddings: false,
+            per_token: false,
         }
     }
 }
@@ -96,9 +100,12 @@ impl Context {
             // One pool of KV cells for all sequences: a long request may use what short ones don't.
             .with_kv_unified(true);
         if options.embeddings {
-            params = params
-                .with_embeddings(true)
-                .with_pooling_type(LlamaPoolingType::Mean);
+            let pooling = if options.per_token {
+                LlamaPoolingType::None
+            } else {
+                LlamaPoolingType::Mean
+            };
+            params = params.with_embeddings(true).with_pooling_type(pooling);
         }
         let ctx = model
             .model
@@ -337,6 +344,49 @@ impl Context {
                     .embeddings_seq_ith(0)
                     .map(<[f32]>::to_vec)
                     .map_err(|e| EngineError::Decode(e.to_string()))
+            });
+        let _ = self.ctx.clear_kv_cache_seq(Some(0), None, None);
+        result
+    }
+
+    /// The last hidden state of every token of `tokens`, read in one pass from an empty
+    /// sequence 0 (needs `ContextOptions::embeddings` and `per_token`). Causal: a token's state
+    /// has seen only the tokens before it.
+    pub fn token_states(&mut self, tokens: &[TokenId]) -> Result<Vec<Vec<f32>>, EngineError> {
+        if !(self.options.embeddings && self.options.per_token) {
+            return Err(EngineError::InvalidInput(
+                "this context was not created for per-token hidden states".into(),
+            ));
+        }
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        if tokens.len() > self.options.n_batch as usize {
+            return Err(EngineError::ContextFull {
+                needed: tokens.len(),
+                limit: self.options.n_batch as usize,
+            });
+        }
+        self.clear(0)?;
+        self.batch.clear();
+        for (pos, &t) in tokens.iter().enumerate() {
+            self.batch
+                .add(LlamaToken(t), pos as i32, &[0], true)
+                .map_err(|e| EngineError::Decode(e.to_string()))?;
+        }
+        let result = self
+            .ctx
+            .decode(&mut self.batch)
+            .map_err(|e| EngineError::Decode(e.to_string()))
+            .and_then(|()| {
+                (0..tokens.len())
+                    .map(|i| {
+                        self.ctx
+                            .embeddings_ith(i as i32)
+                            .map(<[f32]>::to_vec)
+                            .map_err(|e| EngineError::Decode(e.to_string()))
+                    })
+                    .collect()
             });
         let _ = self.ctx.clear_kv_cache_seq(Some(0), None, None);
         result
