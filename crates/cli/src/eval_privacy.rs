@@ -25,7 +25,6 @@ use tandem_remote::RemoteModel;
 
 use crate::bench_output::{out_dir, percentile, round1, round3, write_outputs};
 use crate::build::{build_detector, build_model, load_config};
-use crate::echo_upstream;
 use crate::eval_progress::Progress;
 use crate::output::say;
 use crate::pii_data::{is_structured_label, kinds_for_label, PiiItem};
@@ -49,8 +48,9 @@ pub struct Args {
     /// The local model the detector and the seek step use (a configured local model).
     #[arg(long, default_value = "small")]
     local: String,
-    /// `rules+model` or `rules`.
-    #[arg(long, default_value = "rules+model")]
+    /// `auto` (the probe; trained first when there is none), `rules+probe`, `rules+model` (the
+    /// local model prompted to list entities) or `rules`.
+    #[arg(long, default_value = "auto")]
     detector: String,
     /// `placeholder` or `surrogate`.
     #[arg(long, default_value = "placeholder")]
@@ -166,7 +166,7 @@ async fn measure_all(
     privacy: &PrivacyModelConfig,
     local: Endpoint,
 ) -> anyhow::Result<Vec<Measured>> {
-    let (addr, recorded) = echo_upstream::start().await?;
+    let (addr, recorded) = tandem_server::echo::start().await?;
     let upstream: Arc<dyn ChatModel> = Arc::new(RemoteModel::new(
         "echo",
         &RemoteModelConfig {
@@ -185,17 +185,13 @@ async fn measure_all(
     };
     let plain = build_detector(config, privacy, &local)?;
     // The same detector with the model stage remembered, for the pipeline pass.
-    let memo = Arc::new(Memo {
-        inner: Arc::new(tandem_privacy::tagger::ModelTagger::new(
-            local.name.clone(),
-            local.model.clone(),
-        )),
-        seen: Arc::default(),
+    let memo = plain.tagger().map(|inner| {
+        Arc::new(Memo {
+            inner: inner.clone(),
+            seen: Arc::default(),
+        }) as Arc<dyn EntityTagger>
     });
-    let remembered = Arc::new(Detector::new(
-        plain.has_model().then_some(memo as Arc<dyn EntityTagger>),
-        plain.options().clone(),
-    ));
+    let remembered = Arc::new(Detector::new(memo, plain.options().clone()));
     let replacement = if privacy.replacement == "surrogate" {
         Replacement::Surrogate
     } else {

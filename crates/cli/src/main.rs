@@ -2,12 +2,12 @@
 
 mod bench_engine;
 mod bench_output;
+mod bench_privacy;
 mod bench_speculative;
 mod build;
 mod calibrate;
 mod chat;
 mod datasets;
-mod echo_upstream;
 mod embedder;
 mod eval_cmd;
 mod eval_privacy;
@@ -132,11 +132,17 @@ enum BenchCommand {
     Engine(bench_engine::Args),
     /// Speculative decoding of the large model with the small one drafting, vs plain decoding.
     Speculative(bench_speculative::Args),
+    /// What PII detection costs: the rule stage per KB, the model stage by text length.
+    Privacy(bench_privacy::Args),
 }
 
 fn main() -> std::process::ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    // The privacy audit log (one line per request) is for the gateway; evals would drown in it.
+    init_logging(matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Chat(_)
+    ));
     let result = match cli.command {
         Command::Serve { config, listen } => serve::run(config, listen),
         Command::Chat(options) => chat::run(options),
@@ -147,6 +153,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench { command } => match command {
             BenchCommand::Engine(args) => bench_engine::run(args),
             BenchCommand::Speculative(args) => bench_speculative::run(args),
+            BenchCommand::Privacy(args) => bench_privacy::run(args),
         },
         Command::Eval { command, run } => match command {
             None => eval_cmd::run(*run),
@@ -172,13 +179,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(audit: bool) {
     use tracing_subscriber::EnvFilter;
     // llama.cpp's own log lines arrive through tracing (target "llama-cpp-2"); its load-time
     // warnings are about the model files, not Tandem, so only errors show unless asked
     // (TANDEM_LOG=debug, or e.g. TANDEM_LOG=info,llama-cpp-2=info).
-    let filter = EnvFilter::try_from_env("TANDEM_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=error"));
+    let default = if audit {
+        "info,llama-cpp-2=error"
+    } else {
+        "info,llama-cpp-2=error,tandem::audit=warn"
+    };
+    let filter = EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

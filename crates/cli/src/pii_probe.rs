@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context as _};
 use std::path::{Path, PathBuf};
-use tandem_privacy::probe::{token_class, token_features, TokenProbe, TrainOptions};
+use tandem_privacy::probe::{token_class, token_features, TokenProbe, TrainOptions, CLASSES};
 use tandem_privacy::probe_tagger::TokenEncoder;
 use tandem_privacy::EntityKind;
 
@@ -102,8 +102,37 @@ pub fn train(encoder: &dyn TokenEncoder, items: &[PiiItem]) -> anyhow::Result<To
         "training the probe on {} tokens ({entity_tokens} in entities)",
         examples.len()
     ));
-    TokenProbe::train(&encoder.model_id(), &examples, TrainOptions::default())
-        .context("no tokens to train on")
+    let probe = TokenProbe::train(&encoder.model_id(), &examples, TrainOptions::default())
+        .context("no tokens to train on")?;
+    say(format!(
+        "on the training tokens: {}",
+        token_report(&probe, &examples)
+    ));
+    Ok(probe)
+}
+
+/// Per-class recall of the probe on labelled tokens, e.g. `none 0.99, PERSON 0.93, …`.
+fn token_report(probe: &TokenProbe, examples: &[(Vec<f32>, usize)]) -> String {
+    let mut hits = vec![(0u32, 0u32); CLASSES.len()];
+    for (x, class) in examples {
+        let p = probe.probabilities(x);
+        let best = p
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i);
+        hits[*class].1 += 1;
+        hits[*class].0 += u32::from(best == *class);
+    }
+    CLASSES
+        .iter()
+        .zip(hits)
+        .map(|(c, (h, n))| {
+            let name = c.map_or("none", |k| k.as_str());
+            format!("{name} {:.3} of {n}", f64::from(h) / f64::from(n.max(1)))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn write_probe(path: &Path, probe: &TokenProbe) -> anyhow::Result<()> {

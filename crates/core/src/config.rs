@@ -380,7 +380,9 @@ impl Config {
     /// when `OPENAI_API_KEY` / `OPENAI_BASE_URL` is set. With a local `large`, also
     /// `large-speculative`: the large model's answers with `small` drafting. Always `cascade`:
     /// `small` first, escalated to `large` unless one of three sampled answers agrees with its
-    /// final answer — the check that separates the default pair's right and wrong answers most
+    /// final answer — and the privacy strategies over `small` and `large`: `redact`, `private`
+    /// (cards, bank accounts, SSNs and secrets never leave) and `guardian`. `cascade`'s check is
+    /// the one that separates the default pair's right and wrong answers most
     /// clearly (README, "Routing and cascades"); open-ended text rarely agrees word for word, so
     /// it escalates.
     pub fn embedded(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -391,6 +393,18 @@ impl Config {
                 "agree",
                 DEFAULT_CASCADE_THRESHOLD,
             )),
+        );
+        config.models.insert(
+            "redact".into(),
+            ModelConfig::Redact(PrivacyModelConfig::default()),
+        );
+        config.models.insert(
+            "private".into(),
+            ModelConfig::PrivacyRoute(PrivacyModelConfig::keep_local_default()),
+        );
+        config.models.insert(
+            "guardian".into(),
+            ModelConfig::Guardian(PrivacyModelConfig::default()),
         );
         if matches!(config.models.get("large"), Some(ModelConfig::Local(_))) {
             config.models.insert(
@@ -750,6 +764,59 @@ mod tests {
     }
 
     #[test]
+    fn privacy_strategies_need_a_local_model_and_valid_fields() {
+        let base = "[models.cloud]\ntype = \"remote\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\n[models.p]\n";
+        let cases = [
+            ("type = \"redact\"\nremote = \"cloud\"\n", None),
+            (
+                "type = \"privacy-route\"\nkeep_local = [\"CREDIT_CARD\"]\nthreshold = 0.6\n",
+                None,
+            ),
+            ("type = \"guardian\"\ndetector = \"rules\"\n", None),
+            (
+                "type = \"redact\"\nlocal = \"cloud\"\n",
+                Some(("models.p.local", "must be a local model")),
+            ),
+            (
+                "type = \"redact\"\nremote = \"nowhere\"\n",
+                Some(("models.p.remote", "no model named 'nowhere'")),
+            ),
+            (
+                "type = \"redact\"\nremote = \"p\"\n",
+                Some(("models.p.remote", "leads back")),
+            ),
+            (
+                "type = \"redact\"\nentities = [\"SHOE_SIZE\"]\n",
+                Some(("models.p.entities", "not an entity kind")),
+            ),
+            (
+                "type = \"privacy-route\"\nthreshold = 2.0\n",
+                Some(("models.p.threshold", "between 0 and 1")),
+            ),
+        ];
+        for (extra, want) in cases {
+            let result =
+                Config::from_toml(&format!("{base}{extra}")).and_then(|c| c.resolve(&no_env));
+            match (result, want) {
+                (Ok(_), None) => {}
+                (Err(e), Some((key, text))) => {
+                    assert_eq!(e.key, key, "{extra}");
+                    assert!(e.message.contains(text), "{extra}: {e}");
+                }
+                (other, want) => panic!("{extra}: {other:?}, wanted {want:?}"),
+            }
+        }
+        let embedded = Config::embedded(&no_env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            embedded.models.get("redact"),
+            Some(ModelConfig::Redact(_))
+        ));
+        assert!(
+            matches!(embedded.models.get("private"), Some(ModelConfig::PrivacyRoute(p)) if p.keep_local.contains(&"US_SSN".to_string()))
+        );
+    }
+
+    #[test]
     fn speculative_pairs_need_local_models_and_short_drafts() {
         let base = "[models.cloud]\ntype = \"remote\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\n[models.fast]\ntype = \"speculative\"\n";
         let cases = [
@@ -852,7 +919,7 @@ mod tests {
         let config = Config::from_toml(text)
             .and_then(|c| c.resolve(&env))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.models.len(), 6);
+        assert_eq!(config.models.len(), 9);
     }
 
     #[test]

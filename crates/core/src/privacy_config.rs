@@ -103,6 +103,17 @@ impl Default for PrivacyModelConfig {
 }
 
 impl PrivacyModelConfig {
+    /// The embedded `private` model: requests holding a card number, bank account, SSN or
+    /// secret stay on the device; everything else is redacted and sent.
+    pub fn keep_local_default() -> Self {
+        Self {
+            keep_local: ["CREDIT_CARD", "IBAN", "US_SSN", "SECRET"]
+                .map(String::from)
+                .to_vec(),
+            ..Self::default()
+        }
+    }
+
     /// Checks that need nothing but this section; `Err((field, message))`.
     pub fn validate_fields(&self) -> Result<(), (&'static str, String)> {
         if !DETECTORS.contains(&self.detector.as_str()) {

@@ -69,9 +69,9 @@ impl Detector {
         &self.options
     }
 
-    /// Whether a model stage runs (names, organizations, places need it).
-    pub fn has_model(&self) -> bool {
-        self.tagger.is_some()
+    /// The model stage, when there is one (names, organizations, places need it).
+    pub fn tagger(&self) -> Option<&Arc<dyn EntityTagger>> {
+        self.tagger.as_ref()
     }
 
     /// The rule stage alone: synchronous, microseconds.
@@ -95,7 +95,7 @@ impl Detector {
         }
         spans.retain(|s| s.score >= self.options.min_score && self.options.kinds.contains(&s.kind));
         Ok(Detection {
-            spans: merge_spans(spans),
+            spans: merge_spans(text, spans),
             rules_ms,
             model_ms,
         })

@@ -112,35 +112,57 @@ impl Span {
     }
 }
 
-/// Resolve overlaps so that every byte belongs to at most one span: sorted by start, the
-/// winner of an overlap is the higher score, then the longer span, then the rule (validated)
-/// one. Overlapping spans of the same kind are joined into one.
-pub fn merge_spans(mut spans: Vec<Span>) -> Vec<Span> {
-    spans.retain(|s| !s.is_empty());
-    // Strongest first, so the greedy pass keeps the best span of each overlapping group.
+/// Resolve overlaps so that every byte belongs to at most one span. Spans are taken in order
+/// of trust — validated rule spans first, then by score, then the longer — and each one keeps
+/// what earlier ones left free: an overlap of the same kind joins the two, another kind trims
+/// the later span to its free parts rather than dropping it (a model's address that contains a
+/// rule's phone number still covers the street). Fragments without a letter or digit go.
+pub fn merge_spans(text: &str, mut spans: Vec<Span>) -> Vec<Span> {
+    spans.retain(|s| !s.is_empty() && s.end <= text.len());
     spans.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
+        (b.source == Source::Rule)
+            .cmp(&(a.source == Source::Rule))
+            .then(b.score.total_cmp(&a.score))
             .then(b.len().cmp(&a.len()))
-            .then((b.source == Source::Rule).cmp(&(a.source == Source::Rule)))
             .then(a.start.cmp(&b.start))
     });
     let mut kept: Vec<Span> = Vec::with_capacity(spans.len());
     for span in spans {
-        let mut absorbed = false;
-        for k in kept.iter_mut() {
-            if k.overlaps(&span) && k.kind == span.kind {
-                k.start = k.start.min(span.start);
-                k.end = k.end.max(span.end);
-                absorbed = true;
-            }
+        if let Some(same) = kept
+            .iter_mut()
+            .find(|k| k.kind == span.kind && k.overlaps(&span))
+        {
+            same.start = same.start.min(span.start);
+            same.end = same.end.max(span.end);
+            continue;
         }
-        if !absorbed && !kept.iter().any(|k| k.overlaps(&span)) {
-            kept.push(span);
+        let mut free = vec![(span.start, span.end)];
+        for k in kept.iter().filter(|k| k.overlaps(&span)) {
+            free = free
+                .into_iter()
+                .flat_map(|(s, e)| [(s, e.min(k.start)), (s.max(k.end), e)])
+                .filter(|(s, e)| s < e)
+                .collect();
+        }
+        let whole = free == [(span.start, span.end)];
+        for (start, end) in free {
+            let part = text.get(start..end).unwrap_or("");
+            if part.chars().any(char::is_alphanumeric) {
+                let trimmed = if whole {
+                    (start, end)
+                } else {
+                    trim_to_content(text, start, end)
+                };
+                kept.push(Span {
+                    start: trimmed.0,
+                    end: trimmed.1,
+                    ..span
+                });
+            }
         }
     }
     kept.sort_by_key(|s| s.start);
-    // A join can make two kept spans of different kinds touch: keep the first, trim the next.
+    // A join can make two kept spans overlap: keep the first whole, trim the next.
     let mut out: Vec<Span> = Vec::with_capacity(kept.len());
     for mut span in kept {
         if let Some(prev) = out.last() {
@@ -154,6 +176,16 @@ pub fn merge_spans(mut spans: Vec<Span>) -> Vec<Span> {
         out.push(span);
     }
     out
+}
+
+/// `start..end` without leading and trailing whitespace and punctuation (a trimmed fragment
+/// such as ", Apt. 4" should not start with ", ").
+fn trim_to_content(text: &str, start: usize, end: usize) -> (usize, usize) {
+    let part = &text[start..end];
+    let is_edge = |c: char| c.is_whitespace() || matches!(c, ',' | ';' | ':' | '(' | ')');
+    let lead = part.len() - part.trim_start_matches(is_edge).len();
+    let trail = part.len() - part.trim_end_matches(is_edge).len();
+    (start + lead, end - trail)
 }
 
 #[cfg(test)]
@@ -182,22 +214,58 @@ mod tests {
         assert_eq!(EntityKind::parse("nope"), None);
     }
 
+    const TEXT: &str = "abcdefghijklmnopqrstuvwxyz0123456789";
+
     #[test]
-    fn higher_score_wins_an_overlap() {
-        let merged = merge_spans(vec![
-            span(0, 10, EntityKind::Person, 0.6),
-            span(5, 12, EntityKind::Organization, 0.9),
-        ]);
-        assert_eq!(merged, vec![span(5, 12, EntityKind::Organization, 0.9)]);
+    fn higher_score_wins_an_overlap_and_the_loser_keeps_its_free_part() {
+        let merged = merge_spans(
+            TEXT,
+            vec![
+                span(0, 10, EntityKind::Person, 0.6),
+                span(5, 12, EntityKind::Organization, 0.9),
+            ],
+        );
+        assert_eq!(
+            merged,
+            vec![
+                span(0, 5, EntityKind::Person, 0.6),
+                span(5, 12, EntityKind::Organization, 0.9)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rule_span_wins_over_a_more_confident_model_span() {
+        let text = "Call 905-674-3793 today";
+        let rule = Span {
+            source: Source::Rule,
+            ..span(5, 17, EntityKind::Phone, 0.6)
+        };
+        let merged = merge_spans(text, vec![span(0, 23, EntityKind::Address, 0.99), rule]);
+        let parts: Vec<(&str, EntityKind)> = merged
+            .iter()
+            .map(|s| (&text[s.start..s.end], s.kind))
+            .collect();
+        assert_eq!(
+            parts,
+            vec![
+                ("Call", EntityKind::Address),
+                ("905-674-3793", EntityKind::Phone),
+                ("today", EntityKind::Address)
+            ]
+        );
     }
 
     #[test]
     fn same_kind_overlaps_join_and_disjoint_spans_stay() {
-        let merged = merge_spans(vec![
-            span(0, 4, EntityKind::Address, 0.8),
-            span(2, 9, EntityKind::Address, 0.7),
-            span(20, 25, EntityKind::Person, 0.5),
-        ]);
+        let merged = merge_spans(
+            TEXT,
+            vec![
+                span(0, 4, EntityKind::Address, 0.8),
+                span(2, 9, EntityKind::Address, 0.7),
+                span(20, 25, EntityKind::Person, 0.5),
+            ],
+        );
         assert_eq!(
             merged,
             vec![

@@ -71,7 +71,7 @@ impl Recognizers {
             self.web.find_domains(text, &mut out);
         }
         self.secrets.find(text, &mut out);
-        merge_spans(out)
+        merge_spans(text, out)
     }
 }
 

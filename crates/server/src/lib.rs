@@ -4,6 +4,7 @@
 
 mod api_error;
 mod chat;
+pub mod echo;
 mod metrics;
 mod openai;
 

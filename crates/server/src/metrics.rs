@@ -43,6 +43,10 @@ struct Inner {
     speculative: BTreeMap<(String, &'static str), u64>,
     /// Routing decisions by (model, decision): small, escalated, direct, local; and degraded.
     routing: BTreeMap<(String, String), u64>,
+    /// Privacy decisions by (model, decision): redacted, clean, local, guardian; and degraded.
+    privacy: BTreeMap<(String, String), u64>,
+    /// Entities detected by (model, kind). Kinds are a closed set, never values.
+    entities: BTreeMap<(String, String), u64>,
     in_flight: i64,
 }
 
@@ -122,6 +126,30 @@ impl Metrics {
         });
     }
 
+    fn privacy(&self, model: &str, privacy: &tandem_core::PrivacyTrace) {
+        let model = self.label(model);
+        let decision = match privacy.decision.as_str() {
+            d @ ("redacted" | "clean" | "local" | "guardian") => d,
+            _ => "other",
+        };
+        self.with(|i| {
+            *i.privacy
+                .entry((model.clone(), decision.to_string()))
+                .or_default() += 1;
+            if privacy.degraded.is_some() {
+                *i.privacy
+                    .entry((model.clone(), "degraded".into()))
+                    .or_default() += 1;
+            }
+            for (kind, n) in &privacy.detected {
+                // Kind names come from the detector's closed set; anything else is not a label.
+                if kind.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                    *i.entities.entry((model.clone(), kind.clone())).or_default() += u64::from(*n);
+                }
+            }
+        });
+    }
+
     /// What a finished request's trace says (speculative drafts, acceptance, passes).
     pub fn trace(&self, model: &str, trace: &Trace) {
         if let Some(routing) = &trace.routing {
@@ -138,6 +166,9 @@ impl Metrics {
                     *i.routing.entry((model, "degraded".into())).or_default() += 1;
                 }
             });
+        }
+        if let Some(privacy) = &trace.privacy {
+            self.privacy(model, privacy);
         }
         let Some(spec) = trace.speculative else {
             return;
@@ -196,6 +227,20 @@ impl Metrics {
             );
         }
         render_speculative(&mut out, &inner.speculative);
+        render_counter(
+            &mut out,
+            "tandem_privacy_decisions_total",
+            "Privacy strategies: requests pseudonymized and sent (redacted), sent with nothing found (clean), kept on the device (local), answered by the guardian; and fallbacks after a failure (degraded).",
+            "decision",
+            &inner.privacy,
+        );
+        render_counter(
+            &mut out,
+            "tandem_privacy_entities_total",
+            "Private entities detected in requests, by kind.",
+            "kind",
+            &inner.entities,
+        );
         if !inner.routing.is_empty() {
             let _ = writeln!(
                 out,
@@ -318,6 +363,24 @@ fn render_histograms(
     }
 }
 
+/// One labelled counter family, nothing when empty.
+fn render_counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &BTreeMap<(String, String), u64>,
+) {
+    if values.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for ((model, value), n) in values {
+        let _ = writeln!(out, "{name}{{model=\"{model}\",{label}=\"{value}\"}} {n}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +437,26 @@ mod tests {
         ));
         assert!(text.contains("tandem_speculative_acceptance_rate{model=\"fast\"} 0.5"));
         assert!(text.contains("tandem_speculative_tokens_per_pass{model=\"fast\"} 2"));
+    }
+
+    #[test]
+    fn renders_privacy_decisions_and_entity_kinds_never_values() {
+        let m = Metrics::new(["redact".to_string()].into_iter());
+        let mut privacy = tandem_core::PrivacyTrace {
+            decision: "redacted".into(),
+            ..Default::default()
+        };
+        privacy.detected.insert("EMAIL".into(), 2);
+        privacy.detected.insert("jane@example.com".into(), 1);
+        let trace = Trace {
+            privacy: Some(Box::new(privacy)),
+            ..Default::default()
+        };
+        m.trace("redact", &trace);
+        let text = m.render();
+        assert!(text
+            .contains("tandem_privacy_decisions_total{model=\"redact\",decision=\"redacted\"} 1"));
+        assert!(text.contains("tandem_privacy_entities_total{model=\"redact\",kind=\"EMAIL\"} 2"));
+        assert!(!text.contains("jane"));
     }
 }

@@ -1,4 +1,4 @@
-//! A loopback stand-in for the cloud model in `tandem eval privacy`: an OpenAI-compatible
+//! A loopback stand-in for a cloud model, for `tandem eval privacy` and tests: an OpenAI-compatible
 //! server that records the exact bytes of every request it receives and answers with the last
 //! user message, streamed in small chunks so that placeholders arrive split. The recorded bytes
 //! are what leakage is measured on; the echo is what round-trip exactness is measured on.
@@ -30,7 +30,7 @@ impl Recorded {
 }
 
 /// Start the server on a free loopback port; it runs until the runtime stops.
-pub async fn start() -> anyhow::Result<(SocketAddr, Recorded)> {
+pub async fn start() -> std::io::Result<(SocketAddr, Recorded)> {
     let recorded = Recorded::default();
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))

@@ -1,0 +1,312 @@
+//! The privacy strategies end to end: the tiny model as the local model, and a real
+//! OpenAI-compatible upstream on loopback (`tandem_server::echo`) reached over HTTP by the
+//! remote client. The upstream records the bytes it receives — what leakage is about — and
+//! echoes the user's text back in 3-character chunks, so restoration meets split placeholders.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, OnceLock};
+
+use futures::future::BoxFuture;
+use tandem_core::config::RemoteModelConfig;
+use tandem_core::{collect_response, ChatModel, ChatRequest, Message, ModelError, SamplingParams};
+use tandem_engine::{LocalModel, LocalModelOptions};
+use tandem_privacy::detector::{Detector, DetectorOptions};
+use tandem_privacy::model::{Endpoint, PrivacyMode, PrivacyModel};
+use tandem_privacy::tagger::EntityTagger;
+use tandem_privacy::vault::Replacement;
+use tandem_privacy::{EntityKind, Span};
+use tandem_remote::RemoteModel;
+use tandem_server::echo::{self, Recorded};
+
+const TEXT: &str = "Hi, I'm reachable at jane.doe@example.com or +1-984-182-0190; \
+my card 4454794511390933 was charged twice. Key: sk-proj-9fKq2LmN8xWv3RtY7uZa1BcD.";
+const VALUES: [&str; 4] = [
+    "jane.doe@example.com",
+    "+1-984-182-0190",
+    "4454794511390933",
+    "sk-proj-9fKq2LmN8xWv3RtY7uZa1BcD",
+];
+
+fn local() -> Endpoint {
+    static MODEL: OnceLock<Arc<dyn ChatModel>> = OnceLock::new();
+    let model = MODEL
+        .get_or_init(|| {
+            let path = tandem_models::ModelStore::test_model_path().unwrap();
+            Arc::new(
+                LocalModel::load(
+                    &path,
+                    &LocalModelOptions {
+                        context: 2048,
+                        parallel: 1,
+                        ..LocalModelOptions::default()
+                    },
+                )
+                .unwrap(),
+            )
+        })
+        .clone();
+    Endpoint {
+        name: "small".into(),
+        model,
+    }
+}
+
+fn remote_at(base_url: String) -> Endpoint {
+    let model = RemoteModel::new(
+        "cloud",
+        &RemoteModelConfig {
+            base_url,
+            api_key_env: None,
+            model: "echo".into(),
+            timeout_secs: 10,
+            max_retries: 0,
+            context: None,
+            price: Default::default(),
+        },
+    )
+    .unwrap();
+    Endpoint {
+        name: "cloud".into(),
+        model: Arc::new(model),
+    }
+}
+
+async fn echo_remote() -> (Endpoint, Recorded) {
+    let (addr, recorded) = echo::start().await.unwrap();
+    (remote_at(format!("http://{addr}/v1")), recorded)
+}
+
+fn rules_only() -> Arc<Detector> {
+    Arc::new(Detector::new(None, DetectorOptions::default()))
+}
+
+fn strategy(
+    mode: PrivacyMode,
+    detector: Arc<Detector>,
+    replacement: Replacement,
+    remote: Endpoint,
+) -> PrivacyModel {
+    PrivacyModel::new(
+        "private",
+        mode,
+        detector,
+        replacement,
+        true,
+        local(),
+        remote,
+    )
+}
+
+fn request(text: &str) -> ChatRequest {
+    let mut request = ChatRequest::new("private", vec![Message::user(text)]);
+    request.params = SamplingParams::greedy(24);
+    request
+}
+
+fn sent(recorded: &Recorded) -> String {
+    recorded
+        .take()
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn redact_sends_no_structured_value_and_restores_the_stream_exactly() {
+    for replacement in [Replacement::Placeholder, Replacement::Surrogate] {
+        let (remote, recorded) = echo_remote().await;
+        let model = strategy(PrivacyMode::Redact, rules_only(), replacement, remote);
+        let answer = collect_response("private", model.stream(request(TEXT)))
+            .await
+            .unwrap();
+        let body = sent(&recorded);
+        for value in VALUES {
+            assert!(
+                !body.contains(value),
+                "{replacement:?}: {value} left the device: {body}"
+            );
+        }
+        assert_eq!(answer.text, TEXT, "{replacement:?}");
+        let trace = answer.trace.privacy.expect("privacy trace");
+        assert_eq!(trace.decision, "redacted");
+        assert!(trace.left_device);
+        assert_eq!(
+            trace.detected.values().sum::<u32>(),
+            4,
+            "{:?}",
+            trace.detected
+        );
+        assert_eq!((trace.restored, trace.unrestored), (4, 0));
+        // The audit holds kinds and placeholders, never values.
+        let audit = serde_json::to_string(&trace).unwrap();
+        for value in VALUES {
+            assert!(!audit.contains(value));
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_whole_answer_path_restores_too() {
+    let (remote, recorded) = echo_remote().await;
+    let model = strategy(
+        PrivacyMode::Redact,
+        rules_only(),
+        Replacement::Placeholder,
+        remote,
+    );
+    let answer = model.complete(request(TEXT)).await.unwrap();
+    assert_eq!(answer.text, TEXT);
+    assert!(!sent(&recorded).contains(VALUES[0]));
+}
+
+#[tokio::test]
+async fn text_that_looks_like_a_placeholder_is_never_replaced_by_someone_elses_data() {
+    let (remote, recorded) = echo_remote().await;
+    let model = strategy(
+        PrivacyMode::Redact,
+        rules_only(),
+        Replacement::Placeholder,
+        remote,
+    );
+    let text = "Template: write to [EMAIL_1] or email_1. Real one: jane.doe@example.com";
+    let answer = collect_response("private", model.stream(request(text)))
+        .await
+        .unwrap();
+    assert_eq!(answer.text, text);
+    let body = sent(&recorded);
+    assert!(!body.contains("jane.doe@example.com"));
+    // The vault skipped the numbers the user's text already used.
+    assert!(body.contains("[EMAIL_2]"), "{body}");
+}
+
+#[tokio::test]
+async fn privacy_route_keeps_configured_kinds_on_the_device() {
+    let (remote, recorded) = echo_remote().await;
+    let mode = PrivacyMode::Route {
+        keep_local: vec![EntityKind::CreditCard],
+        threshold: 1.0,
+    };
+    let model = strategy(mode.clone(), rules_only(), Replacement::Placeholder, remote);
+    let answer = collect_response("private", model.stream(request(TEXT)))
+        .await
+        .unwrap();
+    assert!(recorded.take().is_empty(), "nothing may leave");
+    let trace = answer.trace.privacy.expect("privacy trace");
+    assert_eq!(
+        (trace.decision.as_str(), trace.left_device),
+        ("local", false)
+    );
+    assert_eq!(trace.reason.as_deref(), Some("contains CREDIT_CARD"));
+    // The local model answered: its own greedy answer to the original request.
+    let alone = local()
+        .model
+        .complete(ChatRequest {
+            model: "small".into(),
+            ..request(TEXT)
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer.text, alone.text);
+
+    // Without such a kind, the request is redacted and sent.
+    let (remote, recorded) = echo_remote().await;
+    let model = strategy(mode, rules_only(), Replacement::Placeholder, remote);
+    let text = "Write to jane.doe@example.com please";
+    let answer = collect_response("private", model.stream(request(text)))
+        .await
+        .unwrap();
+    assert_eq!(answer.text, text);
+    assert!(!sent(&recorded).contains("jane.doe"));
+    assert_eq!(answer.trace.privacy.unwrap().decision, "redacted");
+}
+
+#[tokio::test]
+async fn guardian_sends_only_placeholders_and_answers_locally() {
+    let (remote, recorded) = echo_remote().await;
+    let model = strategy(
+        PrivacyMode::Guardian,
+        rules_only(),
+        Replacement::Placeholder,
+        remote,
+    );
+    let answer = collect_response("private", model.stream(request(TEXT)))
+        .await
+        .unwrap();
+    let body = sent(&recorded);
+    assert!(!body.is_empty(), "the abstracted question went out");
+    for value in VALUES {
+        assert!(!body.contains(value), "{value} left the device");
+    }
+    assert!(body.contains("[CREDIT_CARD_1]"), "{body}");
+    let trace = answer.trace.privacy.expect("privacy trace");
+    assert_eq!(trace.decision, "guardian");
+    assert!(!answer.text.is_empty());
+}
+
+/// A model stage that fails: the fault a working local model won't produce on demand.
+struct BrokenTagger;
+
+impl EntityTagger for BrokenTagger {
+    fn tag(&self, _text: &str) -> BoxFuture<'static, Result<Vec<Span>, ModelError>> {
+        Box::pin(async { Err(ModelError::Internal("tagger crashed".into())) })
+    }
+}
+
+#[tokio::test]
+async fn a_failed_detection_fails_closed() {
+    let detector = Arc::new(Detector::new(
+        Some(Arc::new(BrokenTagger)),
+        DetectorOptions::default(),
+    ));
+    let (remote, recorded) = echo_remote().await;
+    let redact = strategy(
+        PrivacyMode::Redact,
+        detector.clone(),
+        Replacement::Placeholder,
+        remote.clone(),
+    );
+    let error = collect_response("private", redact.stream(request(TEXT)))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("nothing was sent"), "{error}");
+    let route = strategy(
+        PrivacyMode::Route {
+            keep_local: vec![],
+            threshold: 1.0,
+        },
+        detector,
+        Replacement::Placeholder,
+        remote,
+    );
+    let answer = collect_response("private", route.stream(request(TEXT)))
+        .await
+        .unwrap();
+    assert!(recorded.take().is_empty(), "nothing may leave");
+    let trace = answer.trace.privacy.unwrap();
+    assert_eq!(trace.decision, "local");
+    assert!(trace.degraded.unwrap().contains("tagger crashed"));
+}
+
+#[tokio::test]
+async fn an_unreachable_remote_degrades_to_the_local_model() {
+    // A port nothing listens on: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let remote = remote_at(format!("http://127.0.0.1:{port}/v1"));
+    let model = strategy(
+        PrivacyMode::Redact,
+        rules_only(),
+        Replacement::Placeholder,
+        remote,
+    );
+    let answer = collect_response("private", model.stream(request(TEXT)))
+        .await
+        .unwrap();
+    let trace = answer.trace.privacy.unwrap();
+    assert_eq!(trace.decision, "local");
+    assert!(trace.degraded.unwrap().contains("remote model failed"));
+    assert!(!answer.text.contains("[EMAIL_1]"));
+}
