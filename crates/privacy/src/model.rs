@@ -479,6 +479,23 @@ impl ChatModel for PrivacyModel {
         }
     }
 
+    /// `private@0.5`: privacy routing against another sensitivity threshold.
+    fn with_threshold(&self, threshold: f64) -> Option<Arc<dyn ChatModel>> {
+        let PrivacyMode::Route { keep_local, .. } = &self.mode else {
+            return None;
+        };
+        if !(0.0..=1.0).contains(&threshold) {
+            return None;
+        }
+        let mut copy = self.clone();
+        copy.mode = PrivacyMode::Route {
+            keep_local: keep_local.clone(),
+            threshold,
+        };
+        copy.name = format!("{}@{threshold}", self.name);
+        Some(Arc::new(copy))
+    }
+
     fn stream(&self, request: ChatRequest) -> EventStream {
         if request.messages.is_empty() {
             return error_stream(ModelError::InvalidRequest(

@@ -271,61 +271,128 @@ fn trim_range(text: &str, (start, end): (usize, usize)) -> (usize, usize) {
     (start + lead, start + lead + trimmed.len())
 }
 
-/// Spans from per-token class probabilities: a token belongs to an entity when its best class
-/// is one and has at least `min_score`; neighbouring tokens of one class join (across the
-/// whitespace between them), and the span's score is its tokens' mean probability.
+/// One word of the text: tokens with no whitespace between them, and their mean class
+/// probabilities (a word is one decision: "Paxata" must not come out as three kinds).
+struct Word {
+    start: usize,
+    end: usize,
+    probs: Vec<f32>,
+}
+
+fn words(text: &str, ranges: &[(usize, usize)], probs: &[Vec<f32>]) -> Vec<Word> {
+    let mut words: Vec<(Word, usize)> = Vec::new();
+    let mut glue = false;
+    for (&range, p) in ranges.iter().zip(probs) {
+        let (start, end) = trim_range(text, range);
+        let piece = text.get(start..end).unwrap_or("");
+        // Punctuation is a separator, never part of a word: "Assen:" is the word "Assen".
+        if !piece.chars().any(char::is_alphanumeric) {
+            glue = false;
+            continue;
+        }
+        let glued = glue && words.last().is_some_and(|(w, _)| w.end == start);
+        glue = true;
+        match words.last_mut() {
+            Some((word, n)) if glued => {
+                word.end = end;
+                for (acc, v) in word.probs.iter_mut().zip(p) {
+                    *acc += v;
+                }
+                *n += 1;
+            }
+            _ => words.push((
+                Word {
+                    start,
+                    end,
+                    probs: p.clone(),
+                },
+                1,
+            )),
+        }
+    }
+    words
+        .into_iter()
+        .map(|(mut w, n)| {
+            w.probs.iter_mut().for_each(|v| *v /= n as f32);
+            w
+        })
+        .collect()
+}
+
+/// The most likely entity class of a probability vector (never "none").
+fn best_entity(probs: &[f32]) -> usize {
+    probs
+        .iter()
+        .enumerate()
+        .skip(1)
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(1, |(i, _)| i)
+}
+
+/// Spans from per-token class probabilities. Tokens make words; a word is part of an entity
+/// when its probability of being one (1 − P(none)) reaches `min_score` — recall first: a missed
+/// name leaks. Entity words next to each other join: on one line whatever their kinds ("Johnson
+/// Inc."), across a line break only when of one kind (a name above its address stays two
+/// spans). A span's kind is the entity class with the most probability over its words, its
+/// score their mean entity probability.
 pub fn spans_from_tokens(
     text: &str,
     ranges: &[(usize, usize)],
     probs: &[Vec<f32>],
     min_score: f32,
 ) -> Vec<Span> {
-    let mut spans: Vec<Span> = Vec::new();
-    let mut scores: Vec<(f32, u32)> = Vec::new();
-    for (&range, p) in ranges.iter().zip(probs) {
-        let (best, score) = p
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or((0, 0.0), |(i, s)| (i, *s));
-        let Some(Some(kind)) = CLASSES.get(best) else {
-            continue;
-        };
-        if score < min_score {
+    struct Open {
+        start: usize,
+        end: usize,
+        sums: Vec<f32>,
+        words: u32,
+    }
+    let mut open: Vec<Open> = Vec::new();
+    for word in words(text, ranges, probs) {
+        let entity = 1.0 - word.probs.first().copied().unwrap_or(1.0);
+        if entity < min_score {
             continue;
         }
-        let (start, end) = trim_range(text, range);
-        if start >= end {
-            continue;
-        }
-        let joins = spans.last().is_some_and(|last| {
-            last.kind == *kind
-                && text
-                    .get(last.end..start)
-                    .is_some_and(|gap| gap.trim().is_empty())
+        let joins = open.last().is_some_and(|last| {
+            let gap = text.get(last.end..word.start).unwrap_or("x");
+            let same_kind = best_entity(&last.sums) == best_entity(&word.probs);
+            // Words of one kind join across line breaks and the punctuation inside names and
+            // addresses ("Weeks-Rivas", "Apt. 864,"); words of different kinds only across
+            // spaces ("Johnson Inc"), so a list "Demystdata, Reed Elsevier" stays two.
+            let inner_punctuation = gap
+                .chars()
+                .all(|c| c.is_whitespace() || ",.-'&/#".contains(c));
+            (same_kind && inner_punctuation) || (!gap.is_empty() && gap.chars().all(|c| c == ' '))
         });
-        match (joins, spans.last_mut(), scores.last_mut()) {
-            (true, Some(last), Some(acc)) => {
-                last.end = end;
-                acc.0 += score;
-                acc.1 += 1;
+        match open.last_mut() {
+            Some(last) if joins => {
+                last.end = word.end;
+                for (acc, v) in last.sums.iter_mut().zip(&word.probs) {
+                    *acc += v;
+                }
+                last.words += 1;
             }
-            _ => {
-                spans.push(Span {
-                    start,
-                    end,
-                    kind: *kind,
-                    score,
-                    source: Source::Model,
-                });
-                scores.push((score, 1));
-            }
+            _ => open.push(Open {
+                start: word.start,
+                end: word.end,
+                sums: word.probs.clone(),
+                words: 1,
+            }),
         }
     }
-    for (span, (sum, n)) in spans.iter_mut().zip(scores) {
-        span.score = sum / n as f32;
-    }
-    spans
+    open.into_iter()
+        .filter_map(|o| {
+            let kind = CLASSES.get(best_entity(&o.sums)).copied().flatten()?;
+            let none = o.sums.first().copied().unwrap_or(0.0);
+            Some(Span {
+                start: o.start,
+                end: o.end,
+                kind,
+                score: 1.0 - none / o.words as f32,
+                source: Source::Model,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -342,6 +409,30 @@ mod tests {
             class_of(EntityKind::Person).unwrap_or(9)
         );
         assert_eq!(token_class(text, (15, 16), &labelled), 0);
+    }
+
+    #[test]
+    fn a_word_split_into_tokens_is_one_decision_and_one_line_joins_kinds() {
+        let text = "at Paxata Inc\nin Oslo";
+        // "Pax" + "ata" (one word, two tokens) + " Inc", newline, " in", " Oslo".
+        let ranges = [(0, 2), (2, 6), (6, 9), (9, 13), (13, 16), (16, 21)];
+        let none = vec![0.9, 0.05, 0.02, 0.02, 0.01];
+        let org = vec![0.1, 0.1, 0.7, 0.05, 0.05];
+        let person = vec![0.2, 0.5, 0.2, 0.05, 0.05];
+        let place = vec![0.2, 0.0, 0.0, 0.7, 0.1];
+        let probs = vec![none.clone(), org.clone(), person, org, none, place];
+        let spans = spans_from_tokens(text, &ranges, &probs, 0.5);
+        let found: Vec<(&str, EntityKind)> = spans
+            .iter()
+            .map(|s| (&text[s.start..s.end], s.kind))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("Paxata Inc", EntityKind::Organization),
+                ("Oslo", EntityKind::Location)
+            ]
+        );
     }
 
     #[test]

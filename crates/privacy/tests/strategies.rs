@@ -310,3 +310,34 @@ async fn an_unreachable_remote_degrades_to_the_local_model() {
     assert!(trace.degraded.unwrap().contains("remote model failed"));
     assert!(!answer.text.contains("[EMAIL_1]"));
 }
+
+#[tokio::test]
+async fn a_per_request_threshold_moves_the_privacy_route() {
+    let (remote, recorded) = echo_remote().await;
+    let mode = PrivacyMode::Route {
+        keep_local: vec![],
+        threshold: 0.9,
+    };
+    let model = strategy(mode, rules_only(), Replacement::Placeholder, remote);
+    let text = "Write to jane.doe@example.com please";
+    // An email weighs 0.6: below 0.9 it is redacted and sent, at `@0.5` it stays local.
+    let sent_one = collect_response("private", model.stream(request(text)))
+        .await
+        .unwrap();
+    assert_eq!(sent_one.trace.privacy.unwrap().decision, "redacted");
+    assert!(!recorded.take().is_empty());
+    let strict = model
+        .with_threshold(0.5)
+        .expect("privacy-route has a threshold");
+    let kept = collect_response("private", strict.stream(request(text)))
+        .await
+        .unwrap();
+    let trace = kept.trace.privacy.unwrap();
+    assert_eq!(trace.decision, "local");
+    assert!(
+        trace.reason.unwrap().starts_with("sensitivity 0.59"),
+        "threshold 0.5"
+    );
+    assert!(recorded.take().is_empty());
+    assert!(model.with_threshold(1.5).is_none());
+}
