@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use anyhow::bail;
 use serde_json::{json, Value};
+use tandem_core::Member;
 use tandem_privacy::detector::{Detector, DetectorOptions};
-use tandem_privacy::model::Endpoint;
 use tandem_privacy::probe_tagger::ProbeTagger;
 use tandem_privacy::tagger::{EntityTagger, ModelTagger};
 
@@ -60,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     say(format!("rule stage: {rules_us_per_kb:.1} µs per KB"));
 
     let config = load_config(args.config.as_ref())?;
-    let local = Endpoint {
+    let local = Member {
         name: args.local.clone(),
         model: build_model(&config, &args.local)?,
     };
@@ -84,9 +84,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     let mut rows = Vec::new();
     for &length in &args.lengths {
-        let text = text_of_length(&texts, length);
-        let probe_ms = runtime.block_on(model_stage_ms(&probe, &text, args.reps))?;
-        let prompted_ms = runtime.block_on(model_stage_ms(&prompted, &text, args.reps))?;
+        // A different text every run: the local model caches prompt prefixes, and a repeated
+        // text would time generation alone.
+        let runs: Vec<String> = (0..=args.reps)
+            .map(|rep| text_of_length(&texts[(rep * 37) % texts.len()..], length))
+            .collect();
+        let probe_ms = runtime.block_on(model_stage_ms(&probe, &runs))?;
+        let prompted_ms = runtime.block_on(model_stage_ms(&prompted, &runs))?;
         say(format!(
             "{length} characters: probe {probe_ms:.0} ms, prompted model {prompted_ms:.0} ms ({:.1}x)",
             prompted_ms / probe_ms.max(1e-9)
@@ -154,7 +158,7 @@ fn kilobyte_pieces(texts: &[String]) -> Vec<String> {
 /// Texts of the data joined up to `length` characters (cut at a character boundary).
 fn text_of_length(texts: &[String], length: usize) -> String {
     let mut text = String::new();
-    for t in texts.iter().cycle().take(texts.len() * 8) {
+    for t in texts.iter().cycle().take(texts.len().max(1) * 8) {
         if text.chars().count() >= length {
             break;
         }
@@ -164,15 +168,15 @@ fn text_of_length(texts: &[String], length: usize) -> String {
     text.chars().take(length).collect()
 }
 
-async fn model_stage_ms(
-    tagger: &Arc<dyn EntityTagger>,
-    text: &str,
-    reps: usize,
-) -> anyhow::Result<f64> {
-    // One untimed run: the first call pays for loading and the prompt cache.
-    tagger.tag(text).await?;
-    let mut runs = Vec::with_capacity(reps);
-    for _ in 0..reps {
+/// Median ms of the model stage over `texts[1..]`; `texts[0]` warms up (loading, the
+/// instruction prefix's cache) untimed.
+async fn model_stage_ms(tagger: &Arc<dyn EntityTagger>, texts: &[String]) -> anyhow::Result<f64> {
+    let Some((warm, timed)) = texts.split_first() else {
+        bail!("no texts to time");
+    };
+    tagger.tag(warm).await?;
+    let mut runs = Vec::with_capacity(timed.len());
+    for text in timed {
         let start = Instant::now();
         tagger.tag(text).await?;
         runs.push(start.elapsed().as_secs_f64() * 1000.0);

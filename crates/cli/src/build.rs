@@ -14,7 +14,7 @@ use tandem_engine::policy::DraftMode;
 use tandem_engine::{LocalModel, LocalModelOptions, SpeculativeModel, SpeculativeOptions};
 use tandem_models::ModelStore;
 use tandem_privacy::detector::{Detector, DetectorOptions};
-use tandem_privacy::model::{Endpoint, PrivacyMode, PrivacyModel};
+use tandem_privacy::model::{PrivacyMode, PrivacyModel};
 use tandem_privacy::probe_tagger::{ProbeTagger, TokenEncoder};
 use tandem_privacy::tagger::{EntityTagger, ModelTagger};
 use tandem_privacy::vault::Replacement;
@@ -132,7 +132,7 @@ fn entity_kinds(names: &[String]) -> Vec<EntityKind> {
 pub fn build_detector(
     config: &Config,
     privacy: &PrivacyModelConfig,
-    local: &Endpoint,
+    local: &Member,
 ) -> anyhow::Result<Detector> {
     let tagger: Option<Arc<dyn EntityTagger>> = match privacy.detector.as_str() {
         "rules" => None,
@@ -194,11 +194,11 @@ fn build_privacy(
     mode: PrivacyMode,
     built: &mut BTreeMap<String, Arc<dyn ChatModel>>,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
-    let local = Endpoint {
+    let local = Member {
         name: privacy.local.clone(),
         model: build_into(config, &privacy.local, built)?,
     };
-    let remote = Endpoint {
+    let remote = Member {
         name: privacy.remote.clone(),
         model: build_into(config, &privacy.remote, built)?,
     };

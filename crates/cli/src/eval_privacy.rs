@@ -15,9 +15,11 @@ use anyhow::bail;
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use tandem_core::config::{Config, PrivacyModelConfig, RemoteModelConfig};
-use tandem_core::{collect_response, ChatModel, ChatRequest, Message, ModelError, SamplingParams};
+use tandem_core::{
+    collect_response, ChatModel, ChatRequest, Member, Message, ModelError, SamplingParams,
+};
 use tandem_privacy::detector::Detector;
-use tandem_privacy::model::{Endpoint, PrivacyMode, PrivacyModel};
+use tandem_privacy::model::{PrivacyMode, PrivacyModel};
 use tandem_privacy::tagger::EntityTagger;
 use tandem_privacy::vault::Replacement;
 use tandem_privacy::Span;
@@ -101,7 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         privacy.detector = "rules+probe".into();
         privacy.probe = Some(probe.display().to_string());
     }
-    let local = Endpoint {
+    let local = Member {
         name: args.local.clone(),
         model: build_model(&config, &args.local)?,
     };
@@ -164,7 +166,7 @@ async fn measure_all(
     items: &[PiiItem],
     config: &Config,
     privacy: &PrivacyModelConfig,
-    local: Endpoint,
+    local: Member,
 ) -> anyhow::Result<Vec<Measured>> {
     let (addr, recorded) = tandem_server::echo::start().await?;
     let upstream: Arc<dyn ChatModel> = Arc::new(RemoteModel::new(
@@ -179,7 +181,7 @@ async fn measure_all(
             price: Default::default(),
         },
     )?);
-    let remote = Endpoint {
+    let remote = Member {
         name: "echo".into(),
         model: upstream.clone(),
     };
@@ -316,8 +318,6 @@ fn summarize(items: &[PiiItem], measured: &[Measured], args: &Args) -> (Value, V
     let added: Vec<f64> = measured.iter().map(|m| m.added_ms).collect();
     let rules: Vec<f64> = measured.iter().map(|m| m.rules_ms).collect();
     let model: Vec<f64> = measured.iter().map(|m| m.model_ms).collect();
-    let total_kb = items.iter().map(|i| i.text.len()).sum::<usize>() as f64 / 1024.0;
-    let rules_us_per_kb = rules.iter().sum::<f64>() * 1000.0 / total_kb.max(1e-9);
     let roundtrip = measured.iter().filter(|m| m.roundtrip).count() as u32;
     let summary = json!({
         "items": items.len(),
@@ -335,7 +335,6 @@ fn summarize(items: &[PiiItem], measured: &[Measured], args: &Args) -> (Value, V
         "p50_ms": round1(percentile(&added, 0.5)),
         "p99_ms": round1(percentile(&added, 0.99)),
         "rules_p50_ms": round3(percentile(&rules, 0.5)),
-        "rules_us_per_kb": round1(rules_us_per_kb),
         "model_p50_ms": round1(percentile(&model, 0.5)),
         "model_p99_ms": round1(percentile(&model, 0.99)),
     });

@@ -76,33 +76,48 @@ fn probe_kind(label: &str) -> Option<EntityKind> {
     }
 }
 
-/// Read every item with the local model and fit the probe on its tokens.
-pub fn train(encoder: &dyn TokenEncoder, items: &[PiiItem]) -> anyhow::Result<TokenProbe> {
+/// Read every item with the local model (twice with `echo`) and fit the probe on its tokens.
+pub fn train(
+    encoder: &dyn TokenEncoder,
+    items: &[PiiItem],
+    echo: bool,
+) -> anyhow::Result<TokenProbe> {
     let progress = Progress::new(format!("reading {} texts", items.len()), items.len());
-    let mut examples = Vec::new();
+    // Examples per item, so the validation split below never cuts through a text.
+    let mut per_item: Vec<Vec<(Vec<f32>, usize)>> = Vec::with_capacity(items.len());
     for item in items {
         let encoded = encoder
-            .encode(&item.text)
+            .encode(&item.text, echo)
             .map_err(|e| anyhow::anyhow!("reading a text: {e}"))?;
         let labelled: Vec<(usize, usize, EntityKind)> = item
             .gold
             .iter()
             .filter_map(|g| Some((g.start, g.end, probe_kind(&g.label)?)))
             .collect();
-        for (i, &range) in encoded.ranges.iter().enumerate() {
-            examples.push((
-                token_features(&encoded.states, i),
-                token_class(&item.text, range, &labelled),
-            ));
-        }
+        per_item.push(
+            encoded
+                .ranges
+                .iter()
+                .enumerate()
+                .map(|(i, &range)| {
+                    (
+                        token_features(&encoded.states, i),
+                        token_class(&item.text, range, &labelled),
+                    )
+                })
+                .collect(),
+        );
         progress.step(false);
     }
+    let options = choose_options(&encoder.model_id(), echo, &per_item);
+    let examples: Vec<(Vec<f32>, usize)> = per_item.into_iter().flatten().collect();
     let entity_tokens = examples.iter().filter(|(_, c)| *c != 0).count();
     say(format!(
-        "training the probe on {} tokens ({entity_tokens} in entities)",
-        examples.len()
+        "training the probe on {} tokens ({entity_tokens} in entities), L2 {}",
+        examples.len(),
+        options.l2
     ));
-    let probe = TokenProbe::train(&encoder.model_id(), &examples, TrainOptions::default())
+    let probe = TokenProbe::train(&encoder.model_id(), echo, &examples, options)
         .context("no tokens to train on")?;
     say(format!(
         "on the training tokens: {}",
@@ -111,8 +126,51 @@ pub fn train(encoder: &dyn TokenEncoder, items: &[PiiItem]) -> anyhow::Result<To
     Ok(probe)
 }
 
-/// Per-class recall of the probe on labelled tokens, e.g. `none 0.99, PERSON 0.93, …`.
-fn token_report(probe: &TokenProbe, examples: &[(Vec<f32>, usize)]) -> String {
+/// The regularization that generalizes best: each candidate is trained on four fifths of the
+/// items and scored (mean recall over the entity classes and "none") on the fifth left out. The probe fits its training tokens perfectly at any of them, so only held-out items
+/// can tell them apart.
+fn choose_options(features: &str, echo: bool, per_item: &[Vec<(Vec<f32>, usize)>]) -> TrainOptions {
+    let split = |keep: bool| -> Vec<(Vec<f32>, usize)> {
+        per_item
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (i % 5 == 4) != keep)
+            .flat_map(|(_, e)| e.iter().cloned())
+            .collect()
+    };
+    let (fit, held_out) = (split(true), split(false));
+    let mut best = (f64::MIN, TrainOptions::default());
+    for l2 in [1e-4, 1e-3, 1e-2] {
+        let options = TrainOptions {
+            l2,
+            ..TrainOptions::default()
+        };
+        let Some(probe) = TokenProbe::train(features, echo, &fit, options) else {
+            return TrainOptions::default();
+        };
+        let score = balanced_recall(&probe, &held_out);
+        say(format!(
+            "L2 {l2}: held-out balanced token recall {score:.3}"
+        ));
+        if score > best.0 {
+            best = (score, options);
+        }
+    }
+    best.1
+}
+
+/// Mean over classes of the share of a class's tokens the probe labels right.
+fn balanced_recall(probe: &TokenProbe, examples: &[(Vec<f32>, usize)]) -> f64 {
+    let hits = class_hits(probe, examples);
+    let present: Vec<f64> = hits
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(h, n)| f64::from(*h) / f64::from(*n))
+        .collect();
+    present.iter().sum::<f64>() / present.len().max(1) as f64
+}
+
+fn class_hits(probe: &TokenProbe, examples: &[(Vec<f32>, usize)]) -> Vec<(u32, u32)> {
     let mut hits = vec![(0u32, 0u32); CLASSES.len()];
     for (x, class) in examples {
         let p = probe.probabilities(x);
@@ -121,12 +179,19 @@ fn token_report(probe: &TokenProbe, examples: &[(Vec<f32>, usize)]) -> String {
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map_or(0, |(i, _)| i);
-        hits[*class].1 += 1;
-        hits[*class].0 += u32::from(best == *class);
+        if let Some(h) = hits.get_mut(*class) {
+            h.1 += 1;
+            h.0 += u32::from(best == *class);
+        }
     }
+    hits
+}
+
+/// Per-class recall of the probe on labelled tokens, e.g. `none 0.99, PERSON 0.93, …`.
+fn token_report(probe: &TokenProbe, examples: &[(Vec<f32>, usize)]) -> String {
     CLASSES
         .iter()
-        .zip(hits)
+        .zip(class_hits(probe, examples))
         .map(|(c, (h, n))| {
             let name = c.map_or("none", |k| k.as_str());
             format!("{name} {:.3} of {n}", f64::from(h) / f64::from(n.max(1)))
@@ -189,7 +254,7 @@ pub fn ensure_probe(
         train_data.display()
     ));
     let items = read_part(&train_data, Part::Train, None)?;
-    let probe = train(&encoder, &items)?;
+    let probe = train(&encoder, &items, false)?;
     write_probe(&path, &probe)?;
     Ok(path)
 }
@@ -211,6 +276,10 @@ pub struct TrainArgs {
     /// The local model whose states the probe reads (catalog id, .gguf path or hf: source).
     #[arg(long, default_value = tandem_core::config::DEFAULT_SMALL)]
     model: String,
+    /// Read each text twice and learn from the second reading, which has seen the right
+    /// context: twice the model-stage cost (measured: no better overall on the PII data).
+    #[arg(long)]
+    echo: bool,
 }
 
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
@@ -220,7 +289,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     if items.is_empty() {
         bail!("{}: no items in that part", args.data.display());
     }
-    let probe = train(&encoder, &items)?;
+    let probe = train(&encoder, &items, args.echo)?;
     let out = match args.out {
         Some(out) => out,
         None => default_probe_path(&encoder.model_id())?,

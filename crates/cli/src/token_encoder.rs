@@ -1,7 +1,9 @@
 //! The local model as a [`TokenEncoder`]: each token's last hidden state and its byte range,
 //! for the PII probe. Texts are read after a fixed short prefix (a first token's state is
 //! unlike any other's, so no text token should be first), in windows of at most
-//! [`WINDOW_TOKENS`] tokens.
+//! [`WINDOW_TOKENS`] tokens. With `echo`, each window is read twice — `Text: …\nAgain: …` — and
+//! the states of the second reading are kept: they have seen the whole window, right context
+//! included (the "echo embeddings" idea), at twice the tokens.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,11 +16,14 @@ use tandem_privacy::probe_tagger::{Encoded, TokenEncoder};
 const WINDOW_TOKENS: usize = 256;
 /// Read before every window; its states are dropped.
 const PREFIX: &str = "Text:\n";
+/// Between the two readings of an echoed window.
+const AGAIN: &str = "\nAgain:\n";
 
 pub struct EngineEncoder {
     model: Arc<GgufModel>,
     ctx: Mutex<Context>,
     prefix: Vec<TokenId>,
+    again: Vec<TokenId>,
 }
 
 impl EngineEncoder {
@@ -26,11 +31,13 @@ impl EngineEncoder {
         let model = GgufModel::load(path)
             .with_context(|| format!("loading {} for the PII probe", path.display()))?;
         let prefix = model.tokenize(PREFIX, model.adds_bos(), false);
+        let again = model.tokenize(AGAIN, false, false);
+        let pass = (2 * WINDOW_TOKENS + prefix.len() + again.len() + 16) as u32;
         let ctx = Context::new(
             model.clone(),
             ContextOptions {
-                n_ctx: (WINDOW_TOKENS + prefix.len() + 16) as u32,
-                n_batch: (WINDOW_TOKENS + prefix.len() + 16) as u32,
+                n_ctx: pass,
+                n_batch: pass,
                 threads,
                 embeddings: true,
                 per_token: true,
@@ -41,12 +48,13 @@ impl EngineEncoder {
             model,
             ctx: Mutex::new(ctx),
             prefix,
+            again,
         })
     }
 }
 
 impl TokenEncoder for EngineEncoder {
-    fn encode(&self, text: &str) -> Result<Encoded, String> {
+    fn encode(&self, text: &str, echo: bool) -> Result<Encoded, String> {
         let tokens = self.model.tokenize(text, false, false);
         let ranges = token_ranges(
             text,
@@ -60,8 +68,13 @@ impl TokenEncoder for EngineEncoder {
         for window in tokens.chunks(WINDOW_TOKENS) {
             let mut input = self.prefix.clone();
             input.extend_from_slice(window);
+            if echo {
+                input.extend_from_slice(&self.again);
+                input.extend_from_slice(window);
+            }
             let all = ctx.token_states(&input).map_err(|e| e.to_string())?;
-            states.extend(all.into_iter().skip(self.prefix.len()));
+            let skip = input.len() - window.len();
+            states.extend(all.into_iter().skip(skip));
         }
         Ok(Encoded { states, ranges })
     }

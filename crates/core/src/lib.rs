@@ -15,5 +15,5 @@ pub use chat::{
     TokenLogprob, TopLogprob, Usage,
 };
 pub use error::ModelError;
-pub use model::{collect_response, ChatModel, EventStream, ModelInfo};
+pub use model::{collect_response, ChatModel, EventStream, Member, ModelInfo};
 pub use trace::{PrivacyTrace, RoutingTrace, SpeculativeTrace, Trace};

@@ -22,6 +22,13 @@ pub struct ModelInfo {
     pub owned_by: String,
 }
 
+/// A model and the name requests address it by: a member of a strategy.
+#[derive(Clone)]
+pub struct Member {
+    pub name: String,
+    pub model: Arc<dyn ChatModel>,
+}
+
 /// Anything that answers chats: a local model, a remote one, or a strategy built from others.
 pub trait ChatModel: Send + Sync {
     fn info(&self) -> ModelInfo;

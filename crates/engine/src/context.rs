@@ -311,9 +311,9 @@ impl Context {
     /// Mean-pooled last hidden state of `tokens` (needs `ContextOptions::embeddings`). Uses and
     /// then clears sequence 0.
     pub fn embed(&mut self, tokens: &[TokenId]) -> Result<Vec<f32>, EngineError> {
-        if !self.options.embeddings {
+        if !self.options.embeddings || self.options.per_token {
             return Err(EngineError::InvalidInput(
-                "this context was not created with embeddings enabled".into(),
+                "this context was not created with pooled embeddings".into(),
             ));
         }
         if tokens.is_empty() {
@@ -321,30 +321,12 @@ impl Context {
                 "cannot embed an empty prompt".into(),
             ));
         }
-        self.clear(0)?;
-        if tokens.len() > self.options.n_batch as usize {
-            // Pooling needs the whole sequence in one batch.
-            return Err(EngineError::ContextFull {
-                needed: tokens.len(),
-                limit: self.options.n_batch as usize,
-            });
-        }
-        self.batch.clear();
-        for (pos, &t) in tokens.iter().enumerate() {
-            self.batch
-                .add(LlamaToken(t), pos as i32, &[0], true)
-                .map_err(|e| EngineError::Decode(e.to_string()))?;
-        }
-        let result = self
-            .ctx
-            .decode(&mut self.batch)
-            .map_err(|e| EngineError::Decode(e.to_string()))
-            .and_then(|()| {
-                self.ctx
-                    .embeddings_seq_ith(0)
-                    .map(<[f32]>::to_vec)
-                    .map_err(|e| EngineError::Decode(e.to_string()))
-            });
+        let result = self.decode_alone(tokens).and_then(|()| {
+            self.ctx
+                .embeddings_seq_ith(0)
+                .map(<[f32]>::to_vec)
+                .map_err(|e| EngineError::Decode(e.to_string()))
+        });
         let _ = self.ctx.clear_kv_cache_seq(Some(0), None, None);
         result
     }
@@ -361,6 +343,23 @@ impl Context {
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
+        let result = self.decode_alone(tokens).and_then(|()| {
+            (0..tokens.len())
+                .map(|i| {
+                    self.ctx
+                        .embeddings_ith(i as i32)
+                        .map(<[f32]>::to_vec)
+                        .map_err(|e| EngineError::Decode(e.to_string()))
+                })
+                .collect()
+        });
+        let _ = self.ctx.clear_kv_cache_seq(Some(0), None, None);
+        result
+    }
+
+    /// Evaluate `tokens` as the whole of sequence 0, in one call (pooling and per-token
+    /// outputs need the sequence in one batch), with outputs for every position.
+    fn decode_alone(&mut self, tokens: &[TokenId]) -> Result<(), EngineError> {
         if tokens.len() > self.options.n_batch as usize {
             return Err(EngineError::ContextFull {
                 needed: tokens.len(),
@@ -374,21 +373,8 @@ impl Context {
                 .add(LlamaToken(t), pos as i32, &[0], true)
                 .map_err(|e| EngineError::Decode(e.to_string()))?;
         }
-        let result = self
-            .ctx
+        self.ctx
             .decode(&mut self.batch)
             .map_err(|e| EngineError::Decode(e.to_string()))
-            .and_then(|()| {
-                (0..tokens.len())
-                    .map(|i| {
-                        self.ctx
-                            .embeddings_ith(i as i32)
-                            .map(<[f32]>::to_vec)
-                            .map_err(|e| EngineError::Decode(e.to_string()))
-                    })
-                    .collect()
-            });
-        let _ = self.ctx.clear_kv_cache_seq(Some(0), None, None);
-        result
     }
 }

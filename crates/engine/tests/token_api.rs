@@ -175,3 +175,37 @@ fn the_gguf_chat_template_is_rendered_with_its_default_system_prompt() {
          <|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
     );
 }
+
+#[test]
+fn token_states_are_per_token_causal_and_independent_of_earlier_calls() {
+    let model = GgufModel::load(&common::tiny_model()).unwrap();
+    let mut ctx = Context::new(
+        model.clone(),
+        ContextOptions {
+            n_ctx: 256,
+            n_batch: 256,
+            embeddings: true,
+            per_token: true,
+            ..ContextOptions::default()
+        },
+    )
+    .unwrap();
+    let a = model.tokenize("Sara Schwarz lives in Oslo", false, false);
+    let states = ctx.token_states(&a).unwrap();
+    assert_eq!(states.len(), a.len());
+    assert!(states.iter().all(|s| s.len() == model.n_embd()));
+    assert!(!close(&states[0], &states[1]), "tokens must differ");
+    // Causal: a prefix's states do not depend on what follows it.
+    let prefix = ctx.token_states(&a[..3]).unwrap();
+    for i in 0..3 {
+        assert!(close(&prefix[i], &states[i]), "token {i}");
+    }
+    // A call starts from an empty sequence: the same text gives the same states after another.
+    ctx.token_states(&model.tokenize("Something else entirely", false, false))
+        .unwrap();
+    let again = ctx.token_states(&a).unwrap();
+    assert!(states.iter().zip(&again).all(|(x, y)| close(x, y)));
+    // Pooled embedding contexts refuse, and vice versa.
+    assert!(ctx.embed(&a).is_err());
+    assert!(context(1, true).token_states(&a).is_err());
+}

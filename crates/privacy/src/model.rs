@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use futures::{stream, StreamExt};
 use tandem_core::{
-    ChatEvent, ChatModel, ChatRequest, ChatResponse, EventStream, Message, ModelError, ModelInfo,
-    PrivacyTrace, Role, Trace,
+    ChatEvent, ChatModel, ChatRequest, ChatResponse, EventStream, Member, Message, ModelError,
+    ModelInfo, PrivacyTrace, Role, Trace,
 };
 
 use crate::detector::Detector;
@@ -50,13 +50,6 @@ impl PrivacyMode {
     }
 }
 
-/// A model and the name requests address it by.
-#[derive(Clone)]
-pub struct Endpoint {
-    pub name: String,
-    pub model: Arc<dyn ChatModel>,
-}
-
 #[derive(Clone)]
 pub struct PrivacyModel {
     name: String,
@@ -65,8 +58,8 @@ pub struct PrivacyModel {
     replacement: Replacement,
     /// The local model's seek step on whole answers.
     seek: bool,
-    local: Endpoint,
-    remote: Endpoint,
+    local: Member,
+    remote: Member,
 }
 
 /// Told to the remote model in guardian mode.
@@ -81,8 +74,8 @@ impl PrivacyModel {
         detector: Arc<Detector>,
         replacement: Replacement,
         seek: bool,
-        local: Endpoint,
-        remote: Endpoint,
+        local: Member,
+        remote: Member,
     ) -> Self {
         Self {
             name: name.to_string(),
@@ -122,6 +115,10 @@ impl PrivacyModel {
                 tracing::warn!(strategy = %self.name, error = %e, "privacy detection failed; nothing is sent");
                 trace.degraded = Some(format!("detection failed: {e}"));
                 Err(match self.mode {
+                    // A busy local model is worth a retry (429); anything else is a fault.
+                    PrivacyMode::Redact if matches!(e, ModelError::Overloaded(_)) => {
+                        error_stream(e)
+                    }
                     PrivacyMode::Redact => error_stream(ModelError::Internal(format!(
                         "the privacy detector failed ({e}); nothing was sent"
                     ))),

@@ -27,6 +27,9 @@ pub fn class_of(kind: EntityKind) -> Option<usize> {
 pub struct TokenProbe {
     /// The model whose hidden states it reads (a GGUF id): another model's states mean nothing.
     pub features: String,
+    /// Trained on the states of a second reading of the text (see `TokenEncoder::encode`).
+    #[serde(default)]
+    pub echo: bool,
     /// Feature standardization, per input dimension.
     pub mean: Vec<f32>,
     pub scale: Vec<f32>,
@@ -48,7 +51,7 @@ pub fn token_features(states: &[Vec<f32>], i: usize) -> Vec<f32> {
 }
 
 /// How to train.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrainOptions {
     pub epochs: usize,
     pub learning_rate: f32,
@@ -74,6 +77,7 @@ impl TokenProbe {
     /// (features, class index).
     pub fn train(
         features: &str,
+        echo: bool,
         examples: &[(Vec<f32>, usize)],
         options: TrainOptions,
     ) -> Option<Self> {
@@ -88,6 +92,8 @@ impl TokenProbe {
             .iter()
             .enumerate()
             .map(|(c, &n)| {
+                // Square-root balancing: measured, full balancing (power 1) over-predicts
+                // entities (precision 0.73 against 0.92 at the same recall).
                 let base = (examples.len() as f32 / (n_class as f32 * n.max(1) as f32)).sqrt();
                 if c == 0 {
                     base
@@ -98,6 +104,7 @@ impl TokenProbe {
             .collect();
         let mut probe = TokenProbe {
             features: features.to_string(),
+            echo,
             mean,
             scale,
             weights: vec![vec![0.0; dim]; n_class],
@@ -471,6 +478,7 @@ mod tests {
             .collect();
         let probe = TokenProbe::train(
             "toy",
+            false,
             &examples,
             TrainOptions {
                 epochs: 30,

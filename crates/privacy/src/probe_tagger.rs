@@ -20,7 +20,9 @@ pub struct Encoded {
 
 /// Reads a text with the local model (blocking: callers run it off the async threads).
 pub trait TokenEncoder: Send + Sync {
-    fn encode(&self, text: &str) -> Result<Encoded, String>;
+    /// `echo`: read the text twice and keep the second reading's states, which have seen the
+    /// whole text — a causal model's way to see the right context too.
+    fn encode(&self, text: &str, echo: bool) -> Result<Encoded, String>;
     /// The model's id: a probe only fits the states of the model it was trained on.
     fn model_id(&self) -> String;
 }
@@ -70,7 +72,7 @@ impl EntityTagger for ProbeTagger {
         Box::pin(async move {
             let spans = tokio::task::spawn_blocking(move || {
                 encoder
-                    .encode(&text)
+                    .encode(&text, probe.echo)
                     .map(|encoded| probe_spans(&text, &encoded, &probe, min_score))
             })
             .await

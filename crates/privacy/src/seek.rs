@@ -7,12 +7,12 @@
 
 use tandem_core::{ChatRequest, Message, SamplingParams};
 
-use crate::model::Endpoint;
 use crate::vault::Vault;
+use tandem_core::Member;
 
 /// The answer with what the local model found restored, and how many stand-ins it found.
 pub async fn seek(
-    local: &Endpoint,
+    local: &Member,
     vault: &Vault,
     answer: &str,
     missing: &[String],

@@ -8,10 +8,12 @@ use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
 use tandem_core::config::RemoteModelConfig;
-use tandem_core::{collect_response, ChatModel, ChatRequest, Message, ModelError, SamplingParams};
+use tandem_core::{
+    collect_response, ChatModel, ChatRequest, Member, Message, ModelError, SamplingParams,
+};
 use tandem_engine::{LocalModel, LocalModelOptions};
 use tandem_privacy::detector::{Detector, DetectorOptions};
-use tandem_privacy::model::{Endpoint, PrivacyMode, PrivacyModel};
+use tandem_privacy::model::{PrivacyMode, PrivacyModel};
 use tandem_privacy::tagger::EntityTagger;
 use tandem_privacy::vault::Replacement;
 use tandem_privacy::{EntityKind, Span};
@@ -27,7 +29,7 @@ const VALUES: [&str; 4] = [
     "sk-proj-9fKq2LmN8xWv3RtY7uZa1BcD",
 ];
 
-fn local() -> Endpoint {
+fn local() -> Member {
     static MODEL: OnceLock<Arc<dyn ChatModel>> = OnceLock::new();
     let model = MODEL
         .get_or_init(|| {
@@ -45,13 +47,13 @@ fn local() -> Endpoint {
             )
         })
         .clone();
-    Endpoint {
+    Member {
         name: "small".into(),
         model,
     }
 }
 
-fn remote_at(base_url: String) -> Endpoint {
+fn remote_at(base_url: String) -> Member {
     let model = RemoteModel::new(
         "cloud",
         &RemoteModelConfig {
@@ -65,13 +67,13 @@ fn remote_at(base_url: String) -> Endpoint {
         },
     )
     .unwrap();
-    Endpoint {
+    Member {
         name: "cloud".into(),
         model: Arc::new(model),
     }
 }
 
-async fn echo_remote() -> (Endpoint, Recorded) {
+async fn echo_remote() -> (Member, Recorded) {
     let (addr, recorded) = echo::start().await.unwrap();
     (remote_at(format!("http://{addr}/v1")), recorded)
 }
@@ -84,7 +86,7 @@ fn strategy(
     mode: PrivacyMode,
     detector: Arc<Detector>,
     replacement: Replacement,
-    remote: Endpoint,
+    remote: Member,
 ) -> PrivacyModel {
     PrivacyModel::new(
         "private",

@@ -7,4 +7,5 @@ pub mod checks;
 pub mod routed;
 
 pub use checks::Check;
-pub use routed::{Member, PromptScorer, RoutedModel, Strategy};
+pub use routed::{PromptScorer, RoutedModel, Strategy};
+pub use tandem_core::Member;

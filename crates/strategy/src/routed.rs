@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use futures::{stream, StreamExt};
 use tandem_core::{
-    ChatEvent, ChatModel, ChatRequest, ChatResponse, EventStream, ModelError, ModelInfo,
+    ChatEvent, ChatModel, ChatRequest, ChatResponse, EventStream, Member, ModelError, ModelInfo,
     RoutingTrace, Trace,
 };
 
@@ -50,13 +50,6 @@ pub enum Strategy {
         check: Check,
         threshold: f64,
     },
-}
-
-/// One model of a pair: its name (for the request) and the model.
-#[derive(Clone)]
-pub struct Member {
-    pub name: String,
-    pub model: Arc<dyn ChatModel>,
 }
 
 #[derive(Clone)]
