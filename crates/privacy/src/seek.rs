@@ -7,6 +7,7 @@
 
 use tandem_core::{ChatRequest, Message, SamplingParams};
 
+use crate::entity::EntityKind;
 use crate::vault::Vault;
 use tandem_core::Member;
 
@@ -19,10 +20,21 @@ pub async fn seek(
 ) -> (String, u32) {
     let mut text = answer.to_string();
     let mut found = 0;
+    let kinds = vault.placeholders();
     for stand_in in missing {
         let Some(original) = vault.original(stand_in) else {
             continue;
         };
+        let is_person = kinds
+            .iter()
+            .any(|(t, k)| t == stand_in && *k == EntityKind::Person);
+        if is_person {
+            if let Some(restored) = last_name_mention(&text, stand_in, original) {
+                text = restored;
+                found += 1;
+                continue;
+            }
+        }
         let request = seek_request(&local.name, &text, stand_in);
         let reply = match local.model.complete(request).await {
             Ok(reply) => reply.text,
@@ -37,6 +49,25 @@ pub async fn seek(
         }
     }
     (text, found)
+}
+
+/// A surrogate person named by the last word alone ("Mr. Abernathy" for "Alice Abernathy"),
+/// the commonest paraphrase: that word becomes the original's last word, the title stays.
+fn last_name_mention(text: &str, stand_in: &str, original: &str) -> Option<String> {
+    let mut words = stand_in.split_whitespace();
+    let last = words.next_back()?;
+    words.next()?;
+    let original_last = original.split_whitespace().next_back()?;
+    let at = text.match_indices(last).find(|(i, m)| {
+        let before = text[..*i].chars().next_back();
+        let after = text[i + m.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })?;
+    let mut out = String::with_capacity(text.len() + original_last.len());
+    out.push_str(&text[..at.0]);
+    out.push_str(original_last);
+    out.push_str(&text[at.0 + last.len()..]);
+    Some(out)
 }
 
 fn seek_request(model: &str, text: &str, stand_in: &str) -> ChatRequest {
@@ -69,6 +100,20 @@ fn phrase_in(text: &str, reply: &str, stand_in: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_surrogate_named_by_its_last_word_gets_the_original_last_word() {
+        let text = "Please ask Mr. Abernathy to call; Abernathyville is far.";
+        assert_eq!(
+            last_name_mention(text, "Alice Abernathy", "Sara Schwarz").as_deref(),
+            Some("Please ask Mr. Schwarz to call; Abernathyville is far.")
+        );
+        assert_eq!(
+            last_name_mention("Ask Mr. Abernathyville", "Alice Abernathy", "Sara"),
+            None
+        );
+        assert_eq!(last_name_mention("Ask Alice", "Alice", "Sara"), None);
+    }
 
     #[test]
     fn a_phrase_must_occur_and_be_a_mention() {
