@@ -98,10 +98,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let config = load_config(args.config.as_ref())?;
     if matches!(privacy.detector.as_str(), "auto" | "rules+probe") {
-        // The measured detector is the probe: train it first when there is none.
-        let probe = pii_probe::ensure_probe(&config, &args.local, args.probe.as_deref())?;
-        privacy.detector = "rules+probe".into();
-        privacy.probe = Some(probe.display().to_string());
+        // The measured detector is the probe: train it first when there is none. With no probe
+        // and nothing to train one on, `auto` still measures, with the prompted model.
+        match pii_probe::ensure_probe(&config, &args.local, args.probe.as_deref()) {
+            Ok(probe) => {
+                privacy.detector = "rules+probe".into();
+                privacy.probe = Some(probe.display().to_string());
+            }
+            Err(e) if privacy.detector == "auto" => {
+                say(format!(
+                    "{e:#}; measuring with the prompted model instead (rules+model)"
+                ));
+                privacy.detector = "rules+model".into();
+            }
+            Err(e) => return Err(e),
+        }
     }
     let local = Member {
         name: args.local.clone(),
@@ -112,7 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let measured = runtime.block_on(measure_all(&items, &config, &privacy, local))?;
-    let (summary, records, report) = summarize(&items, &measured, &args);
+    let (summary, records, report) = summarize(&items, &measured, &args, &privacy.detector);
     write_outputs(&out, "Privacy evaluation", &report, &summary, &records)?;
     say(format!(
         "privacy on {} items: precision {:.3}, recall {:.3}, F1 {:.3}; leaked values {:.3} (structured {:.3}); round trip {:.3}; added p50 {:.1} ms, p99 {:.1} ms",
@@ -271,7 +282,12 @@ fn contains_word(haystack: &str, needle: &str) -> bool {
     })
 }
 
-fn summarize(items: &[PiiItem], measured: &[Measured], args: &Args) -> (Value, Vec<Value>, String) {
+fn summarize(
+    items: &[PiiItem],
+    measured: &[Measured],
+    args: &Args,
+    detector: &str,
+) -> (Value, Vec<Value>, String) {
     let mut counts = SpanCounts::default();
     let mut leaks: BTreeMap<String, (u32, u32)> = BTreeMap::new();
     let mut records = Vec::with_capacity(items.len());
@@ -321,7 +337,7 @@ fn summarize(items: &[PiiItem], measured: &[Measured], args: &Args) -> (Value, V
     let roundtrip = measured.iter().filter(|m| m.roundtrip).count() as u32;
     let summary = json!({
         "items": items.len(),
-        "detector": args.detector,
+        "detector": detector,
         "part": format!("{:?}", args.part).to_lowercase(),
         "replacement": args.replacement,
         "precision": round3(counts.precision()),
