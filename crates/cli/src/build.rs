@@ -11,11 +11,13 @@ use tandem_core::config::{
 };
 use tandem_core::ChatModel;
 use tandem_engine::policy::DraftMode;
-use tandem_engine::{LocalModel, LocalModelOptions, SpeculativeModel, SpeculativeOptions};
+use tandem_engine::{
+    GgufModel, LocalModel, LocalModelOptions, SpeculativeModel, SpeculativeOptions,
+};
 use tandem_models::ModelStore;
 use tandem_privacy::detector::{Detector, DetectorOptions};
 use tandem_privacy::model::{PrivacyMode, PrivacyModel};
-use tandem_privacy::probe_tagger::{ProbeTagger, TokenEncoder};
+use tandem_privacy::probe_tagger::ProbeTagger;
 use tandem_privacy::tagger::{EntityTagger, ModelTagger};
 use tandem_privacy::vault::Replacement;
 use tandem_privacy::EntityKind;
@@ -144,14 +146,12 @@ pub fn build_detector(
             let Some(ModelConfig::Local(local_config)) = config.models.get(&local.name) else {
                 anyhow::bail!("'{}' is not a local model", local.name);
             };
-            let gguf = local_path(&local.name, local_config)?;
-            let encoder = Arc::new(EngineEncoder::load(
-                &gguf,
-                tandem_engine::default_threads(),
-            )?);
+            // The weights are loaded once per process; the encoder's context only when a probe
+            // will read it.
+            let gguf = GgufModel::load(&local_path(&local.name, local_config)?)?;
             let probe_path = match &privacy.probe {
                 Some(path) => PathBuf::from(path),
-                None => pii_probe::default_probe_path(&encoder.model_id())?,
+                None => pii_probe::default_probe_path(&gguf.id())?,
             };
             if wanted == "auto" && !probe_path.exists() {
                 tracing::info!(probe = %probe_path.display(), "no PII probe: the local model lists entities instead (make one with `tandem privacy train`)");
@@ -161,6 +161,7 @@ pub fn build_detector(
                 )))
             } else {
                 let probe = pii_probe::read_probe(&probe_path)?;
+                let encoder = Arc::new(EngineEncoder::new(gguf, tandem_engine::default_threads())?);
                 Some(Arc::new(
                     ProbeTagger::new(encoder, probe, privacy.min_score as f32)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", probe_path.display()))?,
@@ -194,14 +195,8 @@ fn build_privacy(
     mode: PrivacyMode,
     built: &mut BTreeMap<String, Arc<dyn ChatModel>>,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
-    let local = Member {
-        name: privacy.local.clone(),
-        model: build_into(config, &privacy.local, built)?,
-    };
-    let remote = Member {
-        name: privacy.remote.clone(),
-        model: build_into(config, &privacy.remote, built)?,
-    };
+    let local = member(config, &privacy.local, built)?;
+    let remote = member(config, &privacy.remote, built)?;
     let replacement = if privacy.replacement == "surrogate" {
         Replacement::Surrogate
     } else {
@@ -222,6 +217,18 @@ fn build_privacy(
     )))
 }
 
+/// A strategy's member: the model `name` built (or reused), with the name requests use.
+fn member(
+    config: &Config,
+    name: &str,
+    built: &mut BTreeMap<String, Arc<dyn ChatModel>>,
+) -> anyhow::Result<Member> {
+    Ok(Member {
+        name: name.to_string(),
+        model: build_into(config, name, built)?,
+    })
+}
+
 fn parse_check(name: &str, check: &str) -> anyhow::Result<Check> {
     Check::parse(check).with_context(|| format!("models.{name}.check: unknown check '{check}'"))
 }
@@ -234,14 +241,8 @@ fn build_routed(
     built: &mut BTreeMap<String, Arc<dyn ChatModel>>,
     strategy: impl FnOnce(Option<Arc<dyn PromptScorer>>) -> anyhow::Result<Strategy>,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
-    let small = Member {
-        name: routed.small.clone(),
-        model: build_into(config, &routed.small, built)?,
-    };
-    let large = Member {
-        name: routed.large.clone(),
-        model: build_into(config, &routed.large, built)?,
-    };
+    let small = member(config, &routed.small, built)?;
+    let large = member(config, &routed.large, built)?;
     let scorer: Option<Arc<dyn PromptScorer>> = match routed.router.as_deref() {
         Some("length") => Some(Arc::new(LengthScorer::default())),
         Some("random") => Some(Arc::new(RandomScorer)),

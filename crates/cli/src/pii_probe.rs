@@ -16,6 +16,7 @@ use crate::eval_progress::Progress;
 use crate::output::say;
 use crate::pii_data::{read_pii, PiiItem};
 use crate::token_encoder::EngineEncoder;
+use tandem_engine::GgufModel;
 
 /// Which items of a labelled file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -235,8 +236,8 @@ pub fn ensure_probe(
         bail!("'{local}' is not a local model in the config");
     };
     let gguf = crate::build::model_file(&local_config.source)?;
-    let encoder = EngineEncoder::load(&gguf, tandem_engine::default_threads())?;
-    let path = default_probe_path(&encoder.model_id())?;
+    let model = GgufModel::load(&gguf)?;
+    let path = default_probe_path(&model.id())?;
     if path.exists() {
         return Ok(path);
     }
@@ -254,6 +255,7 @@ pub fn ensure_probe(
         train_data.display()
     ));
     let items = read_part(&train_data, Part::Train, None)?;
+    let encoder = EngineEncoder::new(model, tandem_engine::default_threads())?;
     let probe = train(&encoder, &items, false)?;
     write_probe(&path, &probe)?;
     Ok(path)

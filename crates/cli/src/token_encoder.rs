@@ -30,6 +30,11 @@ impl EngineEncoder {
     pub fn load(path: &Path, threads: u32) -> anyhow::Result<Self> {
         let model = GgufModel::load(path)
             .with_context(|| format!("loading {} for the PII probe", path.display()))?;
+        Self::new(model, threads)
+    }
+
+    /// An encoder over loaded weights (its own small context; the weights are shared).
+    pub fn new(model: Arc<GgufModel>, threads: u32) -> anyhow::Result<Self> {
         let prefix = model.tokenize(PREFIX, model.adds_bos(), false);
         let again = model.tokenize(AGAIN, false, false);
         let pass = (2 * WINDOW_TOKENS + prefix.len() + again.len() + 16) as u32;

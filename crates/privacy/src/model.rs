@@ -365,12 +365,10 @@ fn placeholder_names(vault: &Vault) -> Vec<String> {
 /// The remote stream with every delta restored; the final event carries the trace.
 fn restored_stream(upstream: EventStream, vault: Arc<Vault>, trace: PrivacyTrace) -> EventStream {
     let start = Instant::now();
-    let mut restorer = StreamRestorer::new(vault.clone());
-    let mut raw = String::new();
+    let mut restorer = StreamRestorer::new(vault);
     Box::pin(upstream.flat_map(move |event| {
         let events: Vec<Result<ChatEvent, ModelError>> = match event {
             Ok(ChatEvent::Delta { text, .. }) => {
-                raw.push_str(&text);
                 let out = restorer.push(&text);
                 if out.is_empty() {
                     vec![]
@@ -394,7 +392,8 @@ fn restored_stream(upstream: EventStream, vault: Arc<Vault>, trace: PrivacyTrace
                         logprobs: vec![],
                     }));
                 }
-                let (_, missing) = vault.restore_report(&raw);
+                // The restorer noted every stand-in it met: no second pass over the answer.
+                let missing = restorer.missing();
                 let mut trace = trace.clone();
                 trace.upstream_ms = ms(start);
                 trace.unrestored = missing.len() as u32;
