@@ -119,6 +119,10 @@ fn build_into(
         ModelConfig::Guardian(privacy) => {
             build_privacy(config, name, privacy, PrivacyMode::Guardian, built)?
         }
+        ModelConfig::Guard(_) => anyhow::bail!("models.{name}: type = \"guard\" is not built yet"),
+        ModelConfig::SafeDecoding(_) => {
+            anyhow::bail!("models.{name}: type = \"safe-decoding\" is not built yet")
+        }
     };
     built.insert(name.to_string(), model.clone());
     Ok(model)

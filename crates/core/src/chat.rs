@@ -103,6 +103,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the context window was reached.
     Length,
+    /// A safety check refused the request or cut the answer short.
+    ContentFilter,
 }
 
 impl FinishReason {
@@ -110,6 +112,7 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ContentFilter => "content_filter",
         }
     }
 }

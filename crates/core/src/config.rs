@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::guard_config::{GuardModelConfig, SafeDecodingConfig};
 pub use crate::privacy_config::PrivacyModelConfig;
 
 /// Catalog ids of the embedded defaults (see `tandem models list`).
@@ -70,6 +71,11 @@ pub enum ModelConfig {
     PrivacyRoute(PrivacyModelConfig),
     /// The remote model gets an abstracted question; the local model writes the answer.
     Guardian(PrivacyModelConfig),
+    /// Screen the input (block, answer locally or flag) and audit the output.
+    Guard(GuardModelConfig),
+    /// The large model's next tokens steered by the small safety-prompted model (both local).
+    #[serde(rename = "safe-decoding")]
+    SafeDecoding(SafeDecodingConfig),
 }
 
 /// The embedded `cascade`'s threshold: keep the small answer when at least one of three samples
@@ -487,6 +493,8 @@ impl Config {
                 ModelConfig::Redact(privacy)
                 | ModelConfig::PrivacyRoute(privacy)
                 | ModelConfig::Guardian(privacy) => self.validate_privacy(name, privacy)?,
+                ModelConfig::Guard(guard) => self.validate_guard(name, guard)?,
+                ModelConfig::SafeDecoding(safe) => self.validate_safe_decoding(name, safe)?,
                 ModelConfig::Remote(remote) => {
                     if !(remote.base_url.starts_with("http://")
                         || remote.base_url.starts_with("https://"))
@@ -657,6 +665,51 @@ impl Config {
         }
     }
 
+    fn validate_guard(&self, name: &str, guard: &GuardModelConfig) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("models.{name}.{field}");
+        guard
+            .validate_fields()
+            .map_err(|(field, message)| ConfigError::new(key(field), message))?;
+        self.require_local(key("local"), &guard.local)?;
+        match self.models.get(&guard.inner) {
+            Some(_) if self.strategy_cycle(&guard.inner, &mut vec![name.to_string()]) => {
+                Err(ConfigError::new(
+                    key("inner"),
+                    format!(
+                        "'{}' leads back to '{name}': strategies cannot contain themselves",
+                        guard.inner
+                    ),
+                ))
+            }
+            Some(_) => Ok(()),
+            None => Err(self.no_model(key("inner"), &guard.inner)),
+        }
+    }
+
+    fn validate_safe_decoding(
+        &self,
+        name: &str,
+        safe: &SafeDecodingConfig,
+    ) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("models.{name}.{field}");
+        safe.validate_fields()
+            .map_err(|(field, message)| ConfigError::new(key(field), message))?;
+        self.require_local(key("large"), &safe.large)?;
+        self.require_local(key("small"), &safe.small)
+    }
+
+    /// `other` must name a `type = "local"` model.
+    fn require_local(&self, key: String, other: &str) -> Result<(), ConfigError> {
+        match self.models.get(other) {
+            Some(ModelConfig::Local(_)) => Ok(()),
+            Some(_) => Err(ConfigError::new(
+                key,
+                format!("'{other}' must be a local model (type = \"local\")"),
+            )),
+            None => Err(self.no_model(key, other)),
+        }
+    }
+
     fn no_model(&self, key: String, other: &str) -> ConfigError {
         ConfigError::new(
             key,
@@ -679,6 +732,7 @@ impl Config {
             Some(
                 ModelConfig::Redact(p) | ModelConfig::PrivacyRoute(p) | ModelConfig::Guardian(p),
             ) => [p.local.clone(), p.remote.clone()],
+            Some(ModelConfig::Guard(g)) => [g.local.clone(), g.inner.clone()],
             _ => return false,
         };
         path.push(name.to_string());

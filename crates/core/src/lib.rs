@@ -4,10 +4,13 @@
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod guard_config;
+pub mod linear;
 pub mod model;
 pub mod privacy_config;
 pub mod router;
 pub mod routing;
+pub mod safety;
 pub mod trace;
 
 pub use chat::{
@@ -16,4 +19,5 @@ pub use chat::{
 };
 pub use error::ModelError;
 pub use model::{collect_response, ChatModel, EventStream, Member, ModelInfo};
-pub use trace::{PrivacyTrace, RoutingTrace, SpeculativeTrace, Trace};
+pub use safety::{InputScreen, SafetyCategory, ScreenVerdict};
+pub use trace::{GuardTrace, PrivacyTrace, RoutingTrace, SpeculativeTrace, Trace};

@@ -13,12 +13,50 @@ pub struct Trace {
     pub routing: Option<Box<RoutingTrace>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<Box<PrivacyTrace>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Box<GuardTrace>>,
 }
 
 impl Trace {
     pub fn is_empty(&self) -> bool {
-        self.speculative.is_none() && self.routing.is_none() && self.privacy.is_none()
+        self.speculative.is_none()
+            && self.routing.is_none()
+            && self.privacy.is_none()
+            && self.guard.is_none()
     }
+}
+
+/// The safety record of one request: the input screen's verdict, what the guard did, and what
+/// the output audit found. Holds categories, scores and rule names, never the text.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuardTrace {
+    /// The strategy's name as configured (e.g. `guard`, `safe-decoding`).
+    pub strategy: String,
+    /// The input screen's category (`benign`, `harmful`, `jailbreak`) and unsafe score, and the
+    /// threshold it was judged against.
+    pub category: String,
+    pub score: f64,
+    pub threshold: f64,
+    /// `pass` (benign), `flag` (unsafe, passed on as configured), `block` (refused), `local`
+    /// (only the local model answered), `steered` (safety-guided decoding).
+    pub action: String,
+    /// The screen stage that settled the verdict (`rules`, `lexical`, `probe`) and the rule's
+    /// name when a rule did.
+    pub stage: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub screen_ms: f64,
+    /// What tripped the output audit (`harmful_output`, `system_prompt_leak`, `pii:EMAIL`), when
+    /// it did; the answer was cut there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<String>,
+    pub audit_ms: f64,
+    /// Safety-guided decoding: answer tokens whose choice the small model steered.
+    #[serde(default)]
+    pub steered_tokens: u32,
+    /// What went wrong on the way, when a stage failed and the strategy fell back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 /// The privacy audit of one request: what was detected and what left the device. Never holds

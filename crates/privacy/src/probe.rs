@@ -5,6 +5,7 @@
 //! Softmax regression, trained by `tandem privacy train` on labelled text.
 
 use serde::{Deserialize, Serialize};
+use tandem_core::linear::{FitOptions, SoftmaxRegression};
 
 use crate::entity::{EntityKind, Source, Span};
 
@@ -30,12 +31,8 @@ pub struct TokenProbe {
     /// Trained on the states of a second reading of the text (see `TokenEncoder::encode`).
     #[serde(default)]
     pub echo: bool,
-    /// Feature standardization, per input dimension.
-    pub mean: Vec<f32>,
-    pub scale: Vec<f32>,
-    /// `[class][feature]` and per-class bias.
-    pub weights: Vec<Vec<f32>>,
-    pub bias: Vec<f32>,
+    #[serde(flatten)]
+    pub model: SoftmaxRegression,
 }
 
 /// The features of token `i`: its state and the next token's (zeros after the last).
@@ -73,17 +70,14 @@ impl Default for TrainOptions {
 }
 
 impl TokenProbe {
-    /// Softmax regression by mini-batch Adam over standardized features. `examples` are
-    /// (features, class index).
+    /// Softmax regression over standardized features. `examples` are (features, class index).
     pub fn train(
         features: &str,
         echo: bool,
         examples: &[(Vec<f32>, usize)],
         options: TrainOptions,
     ) -> Option<Self> {
-        let dim = examples.first()?.0.len();
         let n_class = CLASSES.len();
-        let (mean, scale) = standardization(examples, dim);
         let mut counts = vec![0usize; n_class];
         for (_, c) in examples {
             counts[(*c).min(n_class - 1)] += 1;
@@ -102,148 +96,26 @@ impl TokenProbe {
                 }
             })
             .collect();
-        let mut probe = TokenProbe {
+        let fit = FitOptions {
+            epochs: options.epochs,
+            learning_rate: options.learning_rate,
+            l2: options.l2,
+            batch: 128,
+        };
+        Some(TokenProbe {
             features: features.to_string(),
             echo,
-            mean,
-            scale,
-            weights: vec![vec![0.0; dim]; n_class],
-            bias: vec![0.0; n_class],
-        };
-        let mut adam = Adam::new(n_class, dim);
-        let batch = 128;
-        // A fixed shuffle (no RNG dependency): stride through the examples by a prime.
-        let order: Vec<usize> = (0..examples.len())
-            .map(|i| (i * 7919) % examples.len().max(1))
-            .collect();
-        let mut x = vec![0.0f32; dim];
-        for _ in 0..options.epochs {
-            for chunk in order.chunks(batch) {
-                let mut grad_w = vec![vec![0.0f32; dim]; n_class];
-                let mut grad_b = vec![0.0f32; n_class];
-                for &i in chunk {
-                    let (raw, class) = &examples[i];
-                    probe.standardize_into(raw, &mut x);
-                    let p = probe.softmax(&x);
-                    let w = class_weight[*class];
-                    for c in 0..n_class {
-                        let g = w * (p[c] - f32::from(u8::from(c == *class)));
-                        grad_b[c] += g;
-                        for (gw, xv) in grad_w[c].iter_mut().zip(&x) {
-                            *gw += g * xv;
-                        }
-                    }
-                }
-                let scale = 1.0 / chunk.len() as f32;
-                for c in 0..n_class {
-                    for (gw, w) in grad_w[c].iter_mut().zip(&probe.weights[c]) {
-                        *gw = *gw * scale + options.l2 * w;
-                    }
-                    grad_b[c] *= scale;
-                }
-                adam.step(&mut probe, &grad_w, &grad_b, options.learning_rate);
-            }
-        }
-        Some(probe)
-    }
-
-    fn standardize_into(&self, raw: &[f32], out: &mut [f32]) {
-        for (((o, r), m), s) in out.iter_mut().zip(raw).zip(&self.mean).zip(&self.scale) {
-            *o = (r - m) / s;
-        }
-    }
-
-    fn softmax(&self, x: &[f32]) -> Vec<f32> {
-        let logits: Vec<f32> = self
-            .weights
-            .iter()
-            .zip(&self.bias)
-            .map(|(w, b)| b + w.iter().zip(x).map(|(a, b)| a * b).sum::<f32>())
-            .collect();
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
-        let sum: f32 = exp.iter().sum();
-        exp.into_iter().map(|e| e / sum).collect()
+            model: SoftmaxRegression::fit(examples, &class_weight, fit)?,
+        })
     }
 
     /// Class probabilities of one token's raw features (wrong-sized features: all "none").
     pub fn probabilities(&self, raw: &[f32]) -> Vec<f32> {
-        if raw.len() != self.mean.len() {
+        self.model.probabilities(raw).unwrap_or_else(|| {
             let mut p = vec![0.0; CLASSES.len()];
             p[0] = 1.0;
-            return p;
-        }
-        let mut x = vec![0.0; raw.len()];
-        self.standardize_into(raw, &mut x);
-        self.softmax(&x)
-    }
-}
-
-fn standardization(examples: &[(Vec<f32>, usize)], dim: usize) -> (Vec<f32>, Vec<f32>) {
-    let n = examples.len().max(1) as f64;
-    let mut mean = vec![0.0f64; dim];
-    for (x, _) in examples {
-        for (m, v) in mean.iter_mut().zip(x) {
-            *m += f64::from(*v);
-        }
-    }
-    mean.iter_mut().for_each(|m| *m /= n);
-    let mut var = vec![0.0f64; dim];
-    for (x, _) in examples {
-        for ((s, v), m) in var.iter_mut().zip(x).zip(&mean) {
-            *s += (f64::from(*v) - m).powi(2);
-        }
-    }
-    let scale = var
-        .iter()
-        .map(|s| ((s / n).sqrt().max(1e-6)) as f32)
-        .collect();
-    (mean.into_iter().map(|m| m as f32).collect(), scale)
-}
-
-struct Adam {
-    m_w: Vec<Vec<f32>>,
-    v_w: Vec<Vec<f32>>,
-    m_b: Vec<f32>,
-    v_b: Vec<f32>,
-    t: i32,
-}
-
-impl Adam {
-    fn new(n_class: usize, dim: usize) -> Self {
-        Self {
-            m_w: vec![vec![0.0; dim]; n_class],
-            v_w: vec![vec![0.0; dim]; n_class],
-            m_b: vec![0.0; n_class],
-            v_b: vec![0.0; n_class],
-            t: 0,
-        }
-    }
-
-    fn step(&mut self, probe: &mut TokenProbe, grad_w: &[Vec<f32>], grad_b: &[f32], lr: f32) {
-        const B1: f32 = 0.9;
-        const B2: f32 = 0.999;
-        self.t += 1;
-        let c1 = 1.0 - B1.powi(self.t);
-        let c2 = 1.0 - B2.powi(self.t);
-        let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
-            *m = B1 * *m + (1.0 - B1) * g;
-            *v = B2 * *v + (1.0 - B2) * g * g;
-            *p -= lr * (*m / c1) / ((*v / c2).sqrt() + 1e-8);
-        };
-        for (c, grads) in grad_w.iter().enumerate() {
-            let params = probe.weights[c].iter_mut().zip(grads);
-            let moments = self.m_w[c].iter_mut().zip(self.v_w[c].iter_mut());
-            for ((p, g), (m, v)) in params.zip(moments) {
-                update(p, *g, m, v);
-            }
-            update(
-                &mut probe.bias[c],
-                grad_b[c],
-                &mut self.m_b[c],
-                &mut self.v_b[c],
-            );
-        }
+            p
+        })
     }
 }
 

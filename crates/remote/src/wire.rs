@@ -188,11 +188,12 @@ impl WireLogprobs {
     }
 }
 
-/// "length" means the token budget ran out; every other reason ("stop", "eos", "tool_calls",
-/// "content_filter", ...) ends the answer normally.
+/// "length" means the token budget ran out and "content_filter" that the upstream's filter
+/// stopped it; every other reason ("stop", "eos", "tool_calls", ...) ends the answer normally.
 pub fn finish_reason(reason: &str) -> FinishReason {
     match reason {
         "length" => FinishReason::Length,
+        "content_filter" => FinishReason::ContentFilter,
         _ => FinishReason::Stop,
     }
 }
