@@ -28,6 +28,10 @@ pub enum ModelError {
     /// The upstream did not answer in time.
     #[error("upstream timed out after {0} ms")]
     Timeout(u64),
+    /// A stage the answer depends on cannot run now (a safety screen that failed): nothing was
+    /// answered rather than answering without it (503).
+    #[error("{0}")]
+    Unavailable(String),
     /// A fault inside Tandem or the engine.
     #[error("internal error: {0}")]
     Internal(String),
