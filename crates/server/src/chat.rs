@@ -69,18 +69,7 @@ async fn handle(
     request: Request,
     record: &mut Option<RequestRecord>,
 ) -> Result<Response, ApiError> {
-    let limit = state.limits.max_body_bytes;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::too_large(limit));
-    }
-    let body = axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|_| ApiError::too_large(limit))?;
+    let body = read_body(state, request).await?;
     let ParsedRequest {
         request,
         stream,
@@ -142,6 +131,25 @@ async fn handle(
         response.headers_mut().insert("x-tandem-served-by", value);
     }
     Ok(response)
+}
+
+/// The request body, within the configured size limit.
+pub(crate) async fn read_body(
+    state: &AppState,
+    request: Request,
+) -> Result<axum::body::Bytes, ApiError> {
+    let limit = state.limits.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| ApiError::too_large(limit))
 }
 
 struct SseState {
@@ -241,7 +249,7 @@ fn queue_event(s: &mut SseState, event: ChatEvent) {
     }
 }
 
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
@@ -281,7 +289,7 @@ fn resolve_model(
     };
     model.with_threshold(threshold).ok_or_else(|| {
         ModelError::InvalidRequest(format!(
-            "'{base}' has no threshold to set: only cascade, router and cascade-routing models take '@'"
+            "'{base}' has no threshold to set: only cascade, router, cascade-routing, privacy-route and guard models take '@'"
         ))
         .into()
     })

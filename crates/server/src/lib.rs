@@ -1,11 +1,12 @@
-//! The OpenAI-compatible HTTP gateway: `/v1/chat/completions` (streaming and not), `/v1/models`,
-//! `/health`, `/metrics`. It holds named [`ChatModel`]s and never knows which strategy or engine
-//! is behind a name.
+//! The OpenAI-compatible HTTP gateway: `/v1/chat/completions` (streaming and not),
+//! `/v1/moderations` (a guard model's safety screen alone), `/v1/models`, `/health`, `/metrics`.
+//! It holds named [`ChatModel`]s and never knows which strategy or engine is behind a name.
 
 mod api_error;
 mod chat;
 pub mod echo;
 mod metrics;
+mod moderation;
 mod openai;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use tandem_core::ChatModel;
 
 pub use api_error::ApiError;
 pub use metrics::Metrics;
+pub use moderation::Moderator;
 
 /// Gateway limits.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +41,8 @@ pub struct AppState {
     pub models: BTreeMap<String, Arc<dyn ChatModel>>,
     pub metrics: Metrics,
     pub limits: ServerLimits,
+    /// The guard models' screens, by model name, for `/v1/moderations`.
+    pub moderators: BTreeMap<String, Moderator>,
 }
 
 impl AppState {
@@ -48,7 +52,14 @@ impl AppState {
             models,
             metrics,
             limits,
+            moderators: BTreeMap::new(),
         }
+    }
+
+    /// The guard models' screens (the very instances the models hold), for `/v1/moderations`.
+    pub fn with_moderators(mut self, moderators: BTreeMap<String, Moderator>) -> Self {
+        self.moderators = moderators;
+        self
     }
 }
 
@@ -56,6 +67,7 @@ impl AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/moderations", post(moderation::moderations))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}", get(get_model))
         .route("/health", get(health))

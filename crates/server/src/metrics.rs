@@ -47,6 +47,13 @@ struct Inner {
     privacy: BTreeMap<(String, String), u64>,
     /// Entities detected by (model, kind). Kinds are a closed set, never values.
     entities: BTreeMap<(String, String), u64>,
+    /// Guard decisions by (model, category, action).
+    guard: BTreeMap<(String, String, String), u64>,
+    /// Output audit trips by (model, reason): harmful_output, system_prompt_leak, pii:KIND.
+    audit: BTreeMap<(String, String), u64>,
+    /// `/v1/moderations` calls by (model, outcome), and the inputs it screened by category.
+    moderation_calls: BTreeMap<(String, String), u64>,
+    moderated: BTreeMap<(String, String), u64>,
     in_flight: i64,
 }
 
@@ -150,8 +157,51 @@ impl Metrics {
         });
     }
 
+    fn guard(&self, model: &str, guard: &tandem_core::GuardTrace) {
+        let model = self.label(model);
+        let category = match guard.category.as_str() {
+            c @ ("benign" | "harmful" | "jailbreak") => c,
+            _ => "other",
+        };
+        let action = match guard.action.as_str() {
+            a @ ("pass" | "flag" | "block" | "local" | "steered") => a,
+            _ => "other",
+        };
+        self.with(|i| {
+            *i.guard
+                .entry((model.clone(), category.into(), action.into()))
+                .or_default() += 1;
+            if let Some(reason) = &guard.audit {
+                *i.audit.entry((model, audit_reason(reason))).or_default() += 1;
+            }
+        });
+    }
+
+    /// A `/v1/moderations` call ended: "ok" or an error label.
+    pub fn moderation(&self, model: &str, outcome: &str) {
+        let model = self.label(model);
+        self.with(|i| {
+            *i.moderation_calls
+                .entry((model, outcome.to_string()))
+                .or_default() += 1
+        });
+    }
+
+    /// One input screened by `/v1/moderations`, by the category it got.
+    pub fn moderated(&self, model: &str, category: &str) {
+        let model = self.label(model);
+        self.with(|i| {
+            *i.moderated
+                .entry((model, category.to_string()))
+                .or_default() += 1
+        });
+    }
+
     /// What a finished request's trace says (speculative drafts, acceptance, passes).
     pub fn trace(&self, model: &str, trace: &Trace) {
+        if let Some(guard) = &trace.guard {
+            self.guard(model, guard);
+        }
         if let Some(routing) = &trace.routing {
             let model = self.label(model);
             let decision = match routing.decision.as_str() {
@@ -240,6 +290,28 @@ impl Metrics {
             "Private entities detected in requests, by kind.",
             "kind",
             &inner.entities,
+        );
+        render_guard(&mut out, &inner.guard);
+        render_counter(
+            &mut out,
+            "tandem_guard_audit_trips_total",
+            "Answers the output audit cut: harmful content, a leaked system prompt, personal data the request did not hold (by kind).",
+            "reason",
+            &inner.audit,
+        );
+        render_counter(
+            &mut out,
+            "tandem_moderation_requests_total",
+            "/v1/moderations calls by guard model and outcome.",
+            "status",
+            &inner.moderation_calls,
+        );
+        render_counter(
+            &mut out,
+            "tandem_moderation_inputs_total",
+            "Inputs /v1/moderations screened, by the category they got.",
+            "category",
+            &inner.moderated,
         );
         if !inner.routing.is_empty() {
             let _ = writeln!(
@@ -363,6 +435,36 @@ fn render_histograms(
     }
 }
 
+/// A trip reason as a label: the audit's fixed words, kinds as upper-case names, else "other".
+fn audit_reason(reason: &str) -> String {
+    let fixed = matches!(reason, "harmful_output" | "system_prompt_leak");
+    let pii = reason.strip_prefix("pii:").is_some_and(|kind| {
+        !kind.is_empty() && kind.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+    });
+    if fixed || pii {
+        reason.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
+fn render_guard(out: &mut String, values: &BTreeMap<(String, String, String), u64>) {
+    if values.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tandem_guard_decisions_total Guard strategies: requests by the input screen's category and the action taken (pass, flag, block, local)."
+    );
+    let _ = writeln!(out, "# TYPE tandem_guard_decisions_total counter");
+    for ((model, category, action), n) in values {
+        let _ = writeln!(
+            out,
+            "tandem_guard_decisions_total{{model=\"{model}\",category=\"{category}\",action=\"{action}\"}} {n}"
+        );
+    }
+}
+
 /// One labelled counter family, nothing when empty.
 fn render_counter(
     out: &mut String,
@@ -457,6 +559,44 @@ mod tests {
         assert!(text
             .contains("tandem_privacy_decisions_total{model=\"redact\",decision=\"redacted\"} 1"));
         assert!(text.contains("tandem_privacy_entities_total{model=\"redact\",kind=\"EMAIL\"} 2"));
+        assert!(!text.contains("jane"));
+    }
+
+    #[test]
+    fn renders_guard_decisions_and_audit_trips_as_closed_labels() {
+        let m = Metrics::new(["guard".to_string()].into_iter());
+        let trace = |category: &str, action: &str, audit: Option<&str>| Trace {
+            guard: Some(Box::new(tandem_core::GuardTrace {
+                category: category.into(),
+                action: action.into(),
+                audit: audit.map(str::to_string),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        m.trace("guard", &trace("jailbreak", "block", None));
+        m.trace("guard@0.7", &trace("benign", "pass", Some("pii:EMAIL")));
+        m.trace(
+            "guard",
+            &trace("benign", "pass", Some("pii:jane@example.com")),
+        );
+        m.moderation("guard", "ok");
+        m.moderated("guard", "harmful");
+        let text = m.render();
+        assert!(text.contains(
+            "tandem_guard_decisions_total{model=\"guard\",category=\"jailbreak\",action=\"block\"} 1"
+        ));
+        assert!(text.contains(
+            "tandem_guard_decisions_total{model=\"guard\",category=\"benign\",action=\"pass\"} 2"
+        ));
+        assert!(
+            text.contains("tandem_guard_audit_trips_total{model=\"guard\",reason=\"pii:EMAIL\"} 1")
+        );
+        assert!(text.contains("tandem_guard_audit_trips_total{model=\"guard\",reason=\"other\"} 1"));
+        assert!(text.contains("tandem_moderation_requests_total{model=\"guard\",status=\"ok\"} 1"));
+        assert!(
+            text.contains("tandem_moderation_inputs_total{model=\"guard\",category=\"harmful\"} 1")
+        );
         assert!(!text.contains("jane"));
     }
 }
