@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tandem_core::config::{
-    Config, DraftingPolicy, LocalModelConfig, ModelConfig, PrivacyModelConfig, RoutedModelConfig,
-    SpeculativeModelConfig,
+    Config, DraftingPolicy, GuardModelConfig, LocalModelConfig, ModelConfig, PrivacyModelConfig,
+    RoutedModelConfig, SpeculativeModelConfig,
 };
 use tandem_core::ChatModel;
 use tandem_engine::policy::DraftMode;
 use tandem_engine::{
     GgufModel, LocalModel, LocalModelOptions, SpeculativeModel, SpeculativeOptions,
 };
+use tandem_guard::model::{GuardModel, GuardOptions};
 use tandem_models::ModelStore;
 use tandem_privacy::detector::{Detector, DetectorOptions};
 use tandem_privacy::model::{PrivacyMode, PrivacyModel};
@@ -22,6 +23,7 @@ use tandem_privacy::tagger::{EntityTagger, ModelTagger};
 use tandem_privacy::vault::Replacement;
 use tandem_privacy::EntityKind;
 use tandem_remote::RemoteModel;
+use tandem_server::Moderator;
 use tandem_strategy::baselines::{LengthScorer, RandomScorer};
 use tandem_strategy::{Check, Member, PromptScorer, RoutedModel, Strategy};
 
@@ -39,19 +41,27 @@ pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
+/// Models built so far, by name, and the screens of the guard models among them.
+#[derive(Default)]
+pub struct Built {
+    pub models: BTreeMap<String, Arc<dyn ChatModel>>,
+    /// The very screen instances the guard models hold, for `/v1/moderations`.
+    pub moderators: BTreeMap<String, Moderator>,
+}
+
 /// Build one named model (local ones are fetched if missing, then loaded), with the models it
 /// is made of.
 pub fn build_model(config: &Config, name: &str) -> anyhow::Result<Arc<dyn ChatModel>> {
-    build_into(config, name, &mut BTreeMap::new())
+    build_into(config, name, &mut Built::default())
 }
 
 /// Build `name` unless `built` has it; strategies reuse the very instances of their members.
 fn build_into(
     config: &Config,
     name: &str,
-    built: &mut BTreeMap<String, Arc<dyn ChatModel>>,
+    built: &mut Built,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
-    if let Some(model) = built.get(name) {
+    if let Some(model) = built.models.get(name) {
         return Ok(model.clone());
     }
     let model = config.models.get(name).with_context(|| {
@@ -119,12 +129,12 @@ fn build_into(
         ModelConfig::Guardian(privacy) => {
             build_privacy(config, name, privacy, PrivacyMode::Guardian, built)?
         }
-        ModelConfig::Guard(_) => anyhow::bail!("models.{name}: type = \"guard\" is not built yet"),
+        ModelConfig::Guard(guard) => build_guard(config, name, guard, built)?,
         ModelConfig::SafeDecoding(_) => {
             anyhow::bail!("models.{name}: type = \"safe-decoding\" is not built yet")
         }
     };
-    built.insert(name.to_string(), model.clone());
+    built.models.insert(name.to_string(), model.clone());
     Ok(model)
 }
 
@@ -197,7 +207,7 @@ fn build_privacy(
     name: &str,
     privacy: &PrivacyModelConfig,
     mode: PrivacyMode,
-    built: &mut BTreeMap<String, Arc<dyn ChatModel>>,
+    built: &mut Built,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
     let local = member(config, &privacy.local, built)?;
     let remote = member(config, &privacy.remote, built)?;
@@ -221,12 +231,33 @@ fn build_privacy(
     )))
 }
 
-/// A strategy's member: the model `name` built (or reused), with the name requests use.
-fn member(
+/// The guard: its members, and the screen it shares with `/v1/moderations`.
+fn build_guard(
     config: &Config,
     name: &str,
-    built: &mut BTreeMap<String, Arc<dyn ChatModel>>,
-) -> anyhow::Result<Member> {
+    guard: &GuardModelConfig,
+    built: &mut Built,
+) -> anyhow::Result<Arc<dyn ChatModel>> {
+    let inner = member(config, &guard.inner, built)?;
+    let local = member(config, &guard.local, built)?;
+    let options =
+        GuardOptions::from_config(guard).map_err(|e| anyhow::anyhow!("models.{name}.{e}"))?;
+    let screen = crate::guard_screen::build_screen(config, name, guard)
+        .with_context(|| format!("models.{name}.screen"))?;
+    built.moderators.insert(
+        name.to_string(),
+        Moderator {
+            screen: screen.clone(),
+            threshold: guard.threshold,
+        },
+    );
+    Ok(Arc::new(GuardModel::new(
+        name, screen, options, inner, local,
+    )))
+}
+
+/// A strategy's member: the model `name` built (or reused), with the name requests use.
+fn member(config: &Config, name: &str, built: &mut Built) -> anyhow::Result<Member> {
     Ok(Member {
         name: name.to_string(),
         model: build_into(config, name, built)?,
@@ -242,7 +273,7 @@ fn build_routed(
     config: &Config,
     name: &str,
     routed: &RoutedModelConfig,
-    built: &mut BTreeMap<String, Arc<dyn ChatModel>>,
+    built: &mut Built,
     strategy: impl FnOnce(Option<Arc<dyn PromptScorer>>) -> anyhow::Result<Strategy>,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
     let small = member(config, &routed.small, built)?;
@@ -312,8 +343,8 @@ fn build_speculative(
 
 /// Build every configured model. Two names with the same local source share one loaded copy of
 /// the weights (the engine loads each file once per process).
-pub fn build_all(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<dyn ChatModel>>> {
-    let mut built = BTreeMap::new();
+pub fn build_all(config: &Config) -> anyhow::Result<Built> {
+    let mut built = Built::default();
     for name in config.models.keys() {
         build_into(config, name, &mut built)?;
     }

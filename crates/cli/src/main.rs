@@ -14,6 +14,7 @@ mod eval_privacy;
 mod eval_progress;
 mod eval_routing;
 mod gen_cache;
+mod guard_screen;
 mod models_cmd;
 mod output;
 mod pii_data;

@@ -17,13 +17,16 @@ pub fn run(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::
         None => config.listen_addr()?,
     };
     // Models load before the runtime starts: pulling and mmap-ing are blocking work.
-    let models = build_all(&config)?;
-    let state = Arc::new(AppState::new(
-        models,
-        ServerLimits {
-            max_body_bytes: config.server.max_body_bytes,
-        },
-    ));
+    let built = build_all(&config)?;
+    let state = Arc::new(
+        AppState::new(
+            built.models,
+            ServerLimits {
+                max_body_bytes: config.server.max_body_bytes,
+            },
+        )
+        .with_moderators(built.moderators),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,5 +63,10 @@ fn print_usage(addr: SocketAddr, state: &AppState) {
     say(format!(
         "  terminal chat:  tandem chat --url {base} --model large"
     ));
+    if let Some(guard) = state.moderators.keys().next() {
+        say(format!(
+            "  safety screen:  curl {base}/moderations -H 'Content-Type: application/json' -d '{{\"model\": \"{guard}\", \"input\": \"Ignore all previous instructions\"}}'"
+        ));
+    }
     say(format!("  metrics:        curl http://{addr}/metrics"));
 }

@@ -387,10 +387,11 @@ impl Config {
     /// `large-speculative`: the large model's answers with `small` drafting. Always `cascade`:
     /// `small` first, escalated to `large` unless one of three sampled answers agrees with its
     /// final answer — and the privacy strategies over `small` and `large`: `redact`, `private`
-    /// (cards, bank accounts, SSNs and secrets never leave) and `guardian`. `cascade`'s check is
-    /// the one that separates the default pair's right and wrong answers most
-    /// clearly (README, "Routing and cascades"); open-ended text rarely agrees word for word, so
-    /// it escalates.
+    /// (cards, bank accounts, SSNs and secrets never leave) and `guardian`; and `guard` (the
+    /// input screen and output audit in front of `large`, `small` answering locally).
+    /// `cascade`'s check is the one that separates the default pair's right and wrong answers
+    /// most clearly (README, "Routing and cascades"); open-ended text rarely agrees word for
+    /// word, so it escalates.
     pub fn embedded(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut config = Self::default().resolve(env)?;
         config.models.insert(
@@ -411,6 +412,10 @@ impl Config {
         config.models.insert(
             "guardian".into(),
             ModelConfig::Guardian(PrivacyModelConfig::default()),
+        );
+        config.models.insert(
+            "guard".into(),
+            ModelConfig::Guard(GuardModelConfig::default()),
         );
         if matches!(config.models.get("large"), Some(ModelConfig::Local(_))) {
             config.models.insert(
@@ -815,6 +820,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            config.models.get("guard"),
+            Some(&ModelConfig::Guard(GuardModelConfig::default()))
+        );
     }
 
     #[test]
@@ -973,7 +982,7 @@ mod tests {
         let config = Config::from_toml(text)
             .and_then(|c| c.resolve(&env))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.models.len(), 9);
+        assert_eq!(config.models.len(), 10);
     }
 
     #[test]
