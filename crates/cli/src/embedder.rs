@@ -24,7 +24,14 @@ impl Embedder {
             &ModelSource::parse(model),
             &mut progress_line(model.to_string()),
         )?;
-        let gguf = GgufModel::load(&path)?;
+        Self::from_gguf(GgufModel::load(&path)?, threads)
+    }
+
+    /// An embedding context over weights already loaded.
+    pub fn from_gguf(
+        gguf: std::sync::Arc<GgufModel>,
+        threads: Option<u32>,
+    ) -> anyhow::Result<Self> {
         let ctx = Context::new(
             gguf.clone(),
             ContextOptions {
@@ -45,6 +52,26 @@ impl Embedder {
     /// One text's embedding (its first [`MAX_PROMPT_TOKENS`] tokens).
     pub fn embed(&mut self, text: &str) -> anyhow::Result<Vec<f32>> {
         let mut tokens = self.model.tokenize(text, self.model.adds_bos(), false);
+        tokens.truncate(MAX_PROMPT_TOKENS);
+        if tokens.is_empty() {
+            bail!("cannot embed an empty prompt");
+        }
+        Ok(self.ctx.embed(&tokens)?)
+    }
+
+    /// The embedding of a bounded window of `text`: its first `head` tokens and last `tail`
+    /// tokens, read as one sequence (the whole text when it is shorter).
+    pub fn embed_window(
+        &mut self,
+        text: &str,
+        head: usize,
+        tail: usize,
+    ) -> anyhow::Result<Vec<f32>> {
+        let mut tokens = self.model.tokenize(text, self.model.adds_bos(), false);
+        if tokens.len() > head + tail {
+            let rest = tokens.split_off(head);
+            tokens.extend_from_slice(&rest[rest.len() - tail..]);
+        }
         tokens.truncate(MAX_PROMPT_TOKENS);
         if tokens.is_empty() {
             bail!("cannot embed an empty prompt");

@@ -13,7 +13,10 @@ mod eval_cmd;
 mod eval_privacy;
 mod eval_progress;
 mod eval_routing;
+mod eval_safety;
 mod gen_cache;
+mod guard_cmd;
+mod guard_encoder;
 mod guard_screen;
 mod models_cmd;
 mod output;
@@ -23,6 +26,7 @@ mod plot;
 mod reference;
 mod router_cmd;
 mod routing_curves;
+mod safety_data;
 mod sandbox;
 mod serve;
 mod span_score;
@@ -89,6 +93,18 @@ enum Command {
         #[command(subcommand)]
         command: PrivacyCommand,
     },
+    /// Train the safety screen.
+    Guard {
+        #[command(subcommand)]
+        command: GuardCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GuardCommand {
+    /// Fit the safety screen (n-gram classifier and hidden-state probe) on labelled prompts
+    /// like safety/*.jsonl.
+    Train(guard_cmd::TrainArgs),
 }
 
 #[derive(Subcommand)]
@@ -106,6 +122,9 @@ enum EvalCommand {
     Routing(eval_routing::Args),
     /// PII detection, leakage and round trip of the redact pipeline on labelled text.
     Privacy(eval_privacy::Args),
+    /// The safety screen on labelled prompts (detection, false positives, latency) and, with
+    /// --pipeline, the attack success rate of a served model.
+    Safety(eval_safety::Args),
 }
 
 #[derive(Subcommand)]
@@ -161,6 +180,7 @@ fn main() -> std::process::ExitCode {
             Some(EvalCommand::Router(args)) => router_cmd::eval(args),
             Some(EvalCommand::Routing(args)) => eval_routing::run(args),
             Some(EvalCommand::Privacy(args)) => eval_privacy::run(args),
+            Some(EvalCommand::Safety(args)) => eval_safety::run(args),
         },
         Command::Calibrate(args) => calibrate::run(args),
         Command::Router { command } => match command {
@@ -168,6 +188,9 @@ fn main() -> std::process::ExitCode {
         },
         Command::Privacy { command } => match command {
             PrivacyCommand::Train(args) => pii_probe::run_train(args),
+        },
+        Command::Guard { command } => match command {
+            GuardCommand::Train(args) => guard_cmd::run_train(args),
         },
     };
     match result {

@@ -49,6 +49,11 @@ pub fn read_part(path: &Path, part: Part, limit: Option<usize>) -> anyhow::Resul
 
 /// Where the probe for a model lives unless the config names a file.
 pub fn default_probe_path(model_id: &str) -> anyhow::Result<PathBuf> {
+    probe_path("pii", model_id)
+}
+
+/// `$TANDEM_HOME/probes/<kind>-<model id>.json`: where trained probes of a model live.
+pub fn probe_path(kind: &str, model_id: &str) -> anyhow::Result<PathBuf> {
     let stem: String = model_id
         .chars()
         .map(|c| {
@@ -62,7 +67,7 @@ pub fn default_probe_path(model_id: &str) -> anyhow::Result<PathBuf> {
     Ok(tandem_models::ModelStore::from_env()?
         .root()
         .join("probes")
-        .join(format!("pii-{stem}.json")))
+        .join(format!("{kind}-{stem}.json")))
 }
 
 /// The probe's kind for a data label (presidio-research names); `None`: not an entity to

@@ -154,34 +154,126 @@ impl Screen {
     pub fn verdict(&self, text: &str, threshold: f64) -> ScreenVerdict {
         let start = Instant::now();
         let s = &self.stages;
-        if let Some(hit) = s.rules.check(text) {
+        let rule = s.rules.check(text);
+        let lexical = match rule {
+            Some(_) => None,
+            None => s.lexical.as_ref().map(|m| m.classify(text)),
+        };
+        let decision = self.decide(rule, lexical, || {
+            s.probe
+                .as_ref()
+                .map(|(probe, encoder)| run_probe(probe, encoder.as_ref(), text))
+        });
+        build_verdict(
+            decision.scores,
+            threshold,
+            decision.stage,
+            decision.rule,
+            start,
+        )
+    }
+
+    /// The verdict the screen would give from stage outputs computed beforehand by
+    /// [`Screen::run_all`] (the eval measures every stage once and replays the decision), and
+    /// whether the probe was consulted (its time counts only then).
+    pub fn replay(&self, outputs: &StageOutputs, threshold: f64) -> (ScreenVerdict, bool) {
+        let mut consulted = false;
+        let lexical = (outputs.rule.is_none() && self.stages.lexical.is_some())
+            .then_some(outputs.lexical)
+            .flatten();
+        let decision = self.decide(outputs.rule, lexical, || {
+            consulted = true;
+            outputs.probe.map(Ok)
+        });
+        let mut verdict = build_verdict(
+            decision.scores,
+            threshold,
+            decision.stage,
+            decision.rule,
+            Instant::now(),
+        );
+        verdict.ms =
+            outputs.rules_ms + outputs.lexical_ms + if consulted { outputs.probe_ms } else { 0.0 };
+        (verdict, consulted)
+    }
+
+    /// The stage logic shared by serving and replay; `probe` runs only when needed.
+    fn decide(
+        &self,
+        rule: Option<RuleHit>,
+        lexical: Option<[f32; N_CLASS]>,
+        probe: impl FnOnce() -> Option<Result<[f32; N_CLASS], String>>,
+    ) -> Decision {
+        let s = &self.stages;
+        if let Some(hit) = rule {
             let mut scores = [0.0f32; N_CLASS];
             scores[hit.category.index()] = 1.0;
-            return build_verdict(scores, threshold, "rules", Some(hit.name), start);
+            return Decision::new(scores, "rules", Some(hit.name));
         }
-        let Some(lexical) = &s.lexical else {
-            return build_verdict([1.0, 0.0, 0.0], threshold, "rules", None, start);
+        let Some(lex) = lexical else {
+            return Decision::new([1.0, 0.0, 0.0], "rules", None);
         };
-        let lex = lexical.classify(text);
         let sure = lex.iter().copied().fold(0.0f32, f32::max);
-        let Some((probe, encoder)) = &s.probe else {
-            return build_verdict(lex, threshold, "lexical", None, start);
-        };
-        if sure >= s.settle {
-            return build_verdict(lex, threshold, "lexical", None, start);
+        if s.probe.is_none() || sure >= s.settle {
+            return Decision::new(lex, "lexical", None);
         }
-        match run_probe(probe, encoder.as_ref(), text) {
-            Ok(p) => {
+        match probe() {
+            Some(Ok(p)) => {
                 let mut blended = [0.0f32; N_CLASS];
                 for c in 0..N_CLASS {
                     blended[c] = s.blend * p[c] + (1.0 - s.blend) * lex[c];
                 }
-                build_verdict(blended, threshold, "probe", None, start)
+                Decision::new(blended, "probe", None)
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(target: "tandem::guard", error = %e, "probe failed; lexical verdict used");
-                build_verdict(lex, threshold, "lexical-fallback", None, start)
+                Decision::new(lex, "lexical-fallback", None)
             }
+            None => Decision::new(lex, "lexical", None),
+        }
+    }
+
+    /// The same screen with another settle point and blend (the eval compares them).
+    pub fn with_mix(&self, settle: f32, blend: f32) -> Self {
+        let s = &self.stages;
+        Self {
+            stages: Arc::new(Stages {
+                rules: Rules::new(),
+                lexical: s.lexical.clone(),
+                probe: s.probe.clone(),
+                settle,
+                blend,
+            }),
+        }
+    }
+
+    /// The same screen without its model stage.
+    pub fn without_probe(&self) -> Self {
+        let s = &self.stages;
+        Self {
+            stages: Arc::new(Stages {
+                rules: Rules::new(),
+                lexical: s.lexical.clone(),
+                probe: None,
+                settle: s.settle,
+                blend: s.blend,
+            }),
+        }
+    }
+}
+
+struct Decision {
+    scores: [f32; N_CLASS],
+    stage: &'static str,
+    rule: Option<&'static str>,
+}
+
+impl Decision {
+    fn new(scores: [f32; N_CLASS], stage: &'static str, rule: Option<&'static str>) -> Self {
+        Self {
+            scores,
+            stage,
+            rule,
         }
     }
 }
@@ -277,6 +369,26 @@ mod tests {
         assert_eq!(v.category, SafetyCategory::Benign);
         assert_eq!(v.unsafe_score, 0.0);
         assert_eq!(screen.stages(), "rules");
+    }
+
+    #[test]
+    fn replay_uses_only_the_stages_the_screen_has() {
+        let outputs = StageOutputs {
+            rule: None,
+            rules_ms: 0.01,
+            lexical: Some([0.1, 0.8, 0.1]),
+            lexical_ms: 0.02,
+            probe: None,
+            probe_ms: 0.0,
+        };
+        let (v, consulted) = Screen::rules_only().replay(&outputs, 0.5);
+        assert_eq!(
+            v.category,
+            SafetyCategory::Benign,
+            "rules alone ignore n-grams"
+        );
+        assert!(!consulted);
+        assert!((v.ms - 0.03).abs() < 1e-9);
     }
 
     #[test]

@@ -1,0 +1,316 @@
+//! `tandem guard train`: fit the screen's n-gram classifier and its hidden-state probe on
+//! labelled prompts, choose how they combine on held-out items, and write the guard file the
+//! `guard` strategy, `/v1/moderations` and `tandem eval safety` load.
+//!
+//! Of the items given (by default the train part of each file), one in five is held out to
+//! choose the probe's L2 penalty, the blend of probe and n-grams, and the settle point (how
+//! sure the n-grams must be to skip the probe); then both are refitted on everything.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::bail;
+use tandem_guard::lexical::{LexicalModel, LexicalOptions, N_CLASS};
+use tandem_guard::probe::{PromptEncoder, SafetyProbe};
+use tandem_guard::screen::GuardFile;
+
+use crate::eval_progress::Progress;
+use crate::guard_encoder::EmbedderEncoder;
+use crate::output::say;
+use crate::pii_probe::{probe_path, Part};
+use crate::safety_data::{default_safety_files, read_safety, SafetyItem};
+
+/// The probe's default window: the first 96 tokens and the last 32. Harmful asks fit whole;
+/// a jailbreak shows its persona up front and its real question at the end.
+pub const DEFAULT_HEAD: usize = 96;
+pub const DEFAULT_TAIL: usize = 32;
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Labelled prompts (JSONL: text, label in benign / harmful / jailbreak), repeatable.
+    /// Default: the safety dev files in the data folder.
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Which items of each file: train (7 of every 10, the default), test or all.
+    #[arg(long, value_enum, default_value_t = Part::Train)]
+    part: Part,
+    /// The first N items of each file.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// The local model whose hidden states the probe reads (catalog id, .gguf path or hf:
+    /// source).
+    #[arg(long, default_value = tandem_core::config::DEFAULT_SMALL)]
+    model: String,
+    /// The probe's window: first and last tokens read.
+    #[arg(long, default_value_t = DEFAULT_HEAD)]
+    head: usize,
+    #[arg(long, default_value_t = DEFAULT_TAIL)]
+    tail: usize,
+    /// Rules and n-grams only: no model stage.
+    #[arg(long)]
+    no_probe: bool,
+    /// Where to write (default: $TANDEM_HOME/probes/guard-<model>.json, which the guard loads
+    /// when the config names no file).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let files = if args.data.is_empty() {
+        default_safety_files()
+    } else {
+        args.data.clone()
+    };
+    if files.is_empty() {
+        bail!("tandem guard train needs --data FILE... (JSONL with text and label)");
+    }
+    let items = read_safety(&files, args.part, args.limit)?;
+    let encoder = if args.no_probe {
+        None
+    } else {
+        Some(EmbedderEncoder::load(&args.model)?)
+    };
+    let model_id = match &encoder {
+        Some(e) => e.id(),
+        None => crate::build::model_file(&args.model)?
+            .file_stem()
+            .map_or_else(|| args.model.clone(), |s| s.to_string_lossy().into_owned()),
+    };
+    let file = train(
+        &items,
+        encoder.as_ref().map(|e| e as &dyn PromptEncoder),
+        (args.head, args.tail),
+    )?;
+    let out = match args.out {
+        Some(out) => out,
+        None => default_guard_path(&model_id)?,
+    };
+    file.write(&out).map_err(anyhow::Error::msg)?;
+    say(format!("wrote {}", out.display()));
+    Ok(())
+}
+
+/// Where a model's guard file lives unless the config names one.
+pub fn default_guard_path(model_id: &str) -> anyhow::Result<PathBuf> {
+    probe_path("guard", model_id)
+}
+
+/// The guard file for `model` (a catalog id or path): `explicit`, else the default one, trained
+/// first on the train part of the data folder's safety files when it does not exist.
+pub fn ensure_guard_file(
+    model: &str,
+    explicit: Option<&Path>,
+) -> anyhow::Result<(PathBuf, Arc<EmbedderEncoder>)> {
+    let encoder = Arc::new(EmbedderEncoder::load(model)?);
+    if let Some(path) = explicit {
+        return Ok((path.to_path_buf(), encoder));
+    }
+    let path = default_guard_path(&encoder.id())?;
+    if path.exists() {
+        return Ok((path, encoder));
+    }
+    let files = default_safety_files();
+    if files.is_empty() {
+        bail!(
+            "no guard file at {} and no safety data in {} to train one (`tandem guard train --data FILE...`)",
+            path.display(),
+            crate::datasets::data_dir().join("safety").display()
+        );
+    }
+    say(format!(
+        "no guard file at {}: training one on the train part of the safety data (once)",
+        path.display()
+    ));
+    let items = read_safety(&files, Part::Train, None)?;
+    let file = train(&items, Some(encoder.as_ref()), (DEFAULT_HEAD, DEFAULT_TAIL))?;
+    file.write(&path).map_err(anyhow::Error::msg)?;
+    Ok((path, encoder))
+}
+
+/// Probabilities for held-out items from each stage.
+struct HeldOut {
+    labels: Vec<usize>,
+    lexical: Vec<[f32; N_CLASS]>,
+    probe: Vec<[f32; N_CLASS]>,
+}
+
+/// Fit, choose on held-out items, refit on all.
+pub fn train(
+    items: &[SafetyItem],
+    encoder: Option<&dyn PromptEncoder>,
+    window: (usize, usize),
+) -> anyhow::Result<GuardFile> {
+    let mut counts = [0usize; N_CLASS];
+    for item in items {
+        counts[item.label.index()] += 1;
+    }
+    if counts.contains(&0) {
+        bail!(
+            "training needs every label; have benign {}, harmful {}, jailbreak {}",
+            counts[0],
+            counts[1],
+            counts[2]
+        );
+    }
+    let held = |i: usize| i % 5 == 4;
+    let texts: Vec<(&str, usize)> = items
+        .iter()
+        .map(|it| (it.text.as_str(), it.label.index()))
+        .collect();
+    let fit_texts: Vec<(&str, usize)> = texts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !held(*i))
+        .map(|(_, t)| *t)
+        .collect();
+    let lexical_options = LexicalOptions::default();
+    let lexical_fit = LexicalModel::train(&fit_texts, lexical_options)
+        .ok_or_else(|| anyhow::anyhow!("the held-in items lack a label"))?;
+    let held_idx: Vec<usize> = (0..items.len()).filter(|&i| held(i)).collect();
+    let mut held_out = HeldOut {
+        labels: held_idx.iter().map(|&i| texts[i].1).collect(),
+        lexical: held_idx
+            .iter()
+            .map(|&i| lexical_fit.classify(texts[i].0))
+            .collect(),
+        probe: Vec::new(),
+    };
+    say(format!(
+        "n-grams on {} held-out items: {}",
+        held_idx.len(),
+        describe(&held_out.labels, &held_out.lexical)
+    ));
+    let lexical = LexicalModel::train(&texts, lexical_options)
+        .ok_or_else(|| anyhow::anyhow!("the items lack a label"))?;
+    let Some(encoder) = encoder else {
+        return Ok(GuardFile {
+            lexical,
+            probe: None,
+            settle: 1.0,
+            blend: 0.0,
+        });
+    };
+    let progress = Progress::new(
+        format!("reading prompts with {}", encoder.id()),
+        items.len(),
+    );
+    let mut embeddings = Vec::with_capacity(items.len());
+    for item in items {
+        embeddings.push(
+            encoder
+                .embed(&item.text, window.0, window.1)
+                .map_err(anyhow::Error::msg)?,
+        );
+        progress.step(false);
+    }
+    let examples: Vec<(Vec<f32>, usize)> = embeddings
+        .into_iter()
+        .zip(&texts)
+        .map(|(e, (_, c))| (e, *c))
+        .collect();
+    let fit: Vec<(Vec<f32>, usize)> = examples
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !held(*i))
+        .map(|(_, e)| e.clone())
+        .collect();
+    let mut best: Option<(f64, f32, Vec<[f32; N_CLASS]>)> = None;
+    for l2 in [1e-3f32, 1e-2, 1e-1] {
+        let Some(probe) = SafetyProbe::train(&encoder.id(), window, &fit, l2) else {
+            bail!("the probe could not be fitted");
+        };
+        let probs: Vec<[f32; N_CLASS]> = held_idx
+            .iter()
+            .map(|&i| probe.classify(&examples[i].0).unwrap_or([1.0, 0.0, 0.0]))
+            .collect();
+        let j = youden(&held_out.labels, &probs);
+        say(format!(
+            "probe (L2 {l2}) held out: {}",
+            describe(&held_out.labels, &probs)
+        ));
+        if best.as_ref().is_none_or(|(b, _, _)| j > *b) {
+            best = Some((j, l2, probs));
+        }
+    }
+    let Some((_, l2, probe_probs)) = best else {
+        bail!("no probe was fitted");
+    };
+    held_out.probe = probe_probs;
+    let (blend, settle) = choose_mix(&held_out);
+    say(format!("chose L2 {l2}, blend {blend}, settle {settle}"));
+    let probe = SafetyProbe::train(&encoder.id(), window, &examples, l2)
+        .ok_or_else(|| anyhow::anyhow!("the probe could not be fitted"))?;
+    Ok(GuardFile {
+        lexical,
+        probe: Some(probe),
+        settle,
+        blend,
+    })
+}
+
+/// The blend with the best held-out Youden J, then the lowest settle point (fewest probe runs)
+/// whose J is within 0.005 of reading every prompt with the probe.
+fn choose_mix(h: &HeldOut) -> (f32, f32) {
+    let mix = |blend: f32, settle: f32| -> Vec<[f32; N_CLASS]> {
+        h.lexical
+            .iter()
+            .zip(&h.probe)
+            .map(|(l, p)| {
+                if l.iter().copied().fold(0.0, f32::max) >= settle {
+                    *l
+                } else {
+                    let mut out = [0.0; N_CLASS];
+                    for c in 0..N_CLASS {
+                        out[c] = blend * p[c] + (1.0 - blend) * l[c];
+                    }
+                    out
+                }
+            })
+            .collect()
+    };
+    let mut blend = 1.0f32;
+    let mut best_j = f64::MIN;
+    for b in [0.0f32, 0.25, 0.5, 0.75, 1.0] {
+        let j = youden(&h.labels, &mix(b, 2.0));
+        if j > best_j + 1e-9 {
+            best_j = j;
+            blend = b;
+        }
+    }
+    for settle in [0.8f32, 0.9, 0.95, 0.98, 0.99] {
+        let probs = mix(blend, settle);
+        if youden(&h.labels, &probs) >= best_j - 0.005 {
+            return (blend, settle);
+        }
+    }
+    (blend, 1.01)
+}
+
+/// Detection rate minus false-positive rate at threshold 0.5.
+fn youden(labels: &[usize], probs: &[[f32; N_CLASS]]) -> f64 {
+    let (det, fpr) = rates(labels, probs);
+    det - fpr
+}
+
+fn rates(labels: &[usize], probs: &[[f32; N_CLASS]]) -> (f64, f64) {
+    let (mut tp, mut pos, mut fp, mut neg) = (0u32, 0u32, 0u32, 0u32);
+    for (&y, p) in labels.iter().zip(probs) {
+        let flagged = 1.0 - p[0] >= 0.5;
+        if y == 0 {
+            neg += 1;
+            fp += u32::from(flagged);
+        } else {
+            pos += 1;
+            tp += u32::from(flagged);
+        }
+    }
+    (
+        f64::from(tp) / f64::from(pos.max(1)),
+        f64::from(fp) / f64::from(neg.max(1)),
+    )
+}
+
+fn describe(labels: &[usize], probs: &[[f32; N_CLASS]]) -> String {
+    let (det, fpr) = rates(labels, probs);
+    format!("detection {det:.3}, false positives {fpr:.3}")
+}
