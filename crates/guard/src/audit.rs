@@ -229,12 +229,18 @@ impl StreamAudit {
     fn bound(&self) -> usize {
         let len = self.text.len();
         let mut bound = chars_before(&self.text, len, HOLD_CHARS);
-        // A word without spaces that is still growing may become an email or a key.
-        let token = self
-            .text
-            .rfind(char::is_whitespace)
-            .map_or(0, |i| i + ch_len(&self.text, i));
-        if len - token <= MAX_HELD_TOKEN {
+        // A word without spaces that is still growing may become an email or a key. Only the
+        // tail is searched: a longer word is not held by this rule anyway.
+        let mut tail = len.saturating_sub(MAX_HELD_TOKEN + 1);
+        while !self.text.is_char_boundary(tail) {
+            tail -= 1;
+        }
+        let token = match self.text[tail..].rfind(char::is_whitespace) {
+            Some(i) => Some(tail + i + ch_len(&self.text, tail + i)),
+            None if tail == 0 => Some(0),
+            None => None,
+        };
+        if let Some(token) = token.filter(|t| len - t <= MAX_HELD_TOKEN) {
             bound = bound.min(token);
         }
         // The last words may begin a leaked run that is not complete yet.

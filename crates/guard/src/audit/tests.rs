@@ -171,3 +171,22 @@ fn a_trip_from_outside_stops_the_stream_and_logprobs_follow_their_text() {
     assert_eq!(s.finish(), Step::default());
     assert_eq!(s.tripped(), Some(Trip::HarmfulOutput));
 }
+
+#[test]
+fn a_long_answer_streams_token_by_token_in_bounded_work() {
+    // Words, a long run without spaces, and symbols without words: nothing is held for long.
+    let mut answer = "The ledger balances at the end of each month. ".repeat(300);
+    answer.push_str(&"x".repeat(5000));
+    answer.push_str(&" -- ".repeat(800));
+    let pieces: Vec<&str> = answer
+        .char_indices()
+        .step_by(4)
+        .map(|(i, _)| &answer[i..(i + 4).min(answer.len())])
+        .collect();
+    let start = std::time::Instant::now();
+    let (out, trip, _, early) = stream(audit_for("Tell me about ledgers."), &pieces);
+    assert_eq!((out.len(), trip), (answer.len(), None));
+    assert!(early >= answer.len() - MAX_HELD_CHARS, "{early}");
+    // Quadratic work would take seconds here.
+    assert!(start.elapsed().as_secs_f64() < 2.0, "{:?}", start.elapsed());
+}
