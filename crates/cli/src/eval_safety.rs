@@ -56,6 +56,9 @@ pub struct Args {
     /// The local model whose hidden states the probe reads.
     #[arg(long, default_value = tandem_core::config::DEFAULT_SMALL)]
     model: String,
+    /// CPU threads for the probe's model (default: every core).
+    #[arg(long)]
+    threads: Option<u32>,
     /// Unsafe score at which a prompt is flagged.
     #[arg(long, default_value_t = 0.5)]
     threshold: f64,
@@ -167,7 +170,7 @@ fn load_screen(args: &Args) -> anyhow::Result<Screen> {
     if args.screen == "rules" {
         return Ok(Screen::rules_only());
     }
-    let (path, encoder) = ensure_guard_file(&args.model, args.guard_file.as_deref())?;
+    let (path, encoder) = ensure_guard_file(&args.model, args.guard_file.as_deref(), args.threads)?;
     let file = GuardFile::read(&path).map_err(anyhow::Error::msg)?;
     let use_probe = file.probe.is_some() && args.screen != "rules+lexical";
     if args.screen == "rules+lexical+probe" && file.probe.is_none() {

@@ -49,6 +49,9 @@ pub struct TrainArgs {
     /// Rules and n-grams only: no model stage.
     #[arg(long)]
     no_probe: bool,
+    /// CPU threads for the model (default: every core).
+    #[arg(long)]
+    threads: Option<u32>,
     /// Where to write (default: $TANDEM_HOME/probes/guard-<model>.json, which the guard loads
     /// when the config names no file).
     #[arg(long)]
@@ -68,7 +71,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let encoder = if args.no_probe {
         None
     } else {
-        Some(EmbedderEncoder::load(&args.model)?)
+        Some(EmbedderEncoder::load(&args.model, args.threads)?)
     };
     let model_id = match &encoder {
         Some(e) => e.id(),
@@ -100,8 +103,9 @@ pub fn default_guard_path(model_id: &str) -> anyhow::Result<PathBuf> {
 pub fn ensure_guard_file(
     model: &str,
     explicit: Option<&Path>,
+    threads: Option<u32>,
 ) -> anyhow::Result<(PathBuf, Arc<EmbedderEncoder>)> {
-    let encoder = Arc::new(EmbedderEncoder::load(model)?);
+    let encoder = Arc::new(EmbedderEncoder::load(model, threads)?);
     if let Some(path) = explicit {
         return Ok((path.to_path_buf(), encoder));
     }

@@ -14,8 +14,8 @@ pub struct EmbedderEncoder {
 
 impl EmbedderEncoder {
     /// Load `model` (catalog id, .gguf path or hf: source).
-    pub fn load(model: &str) -> anyhow::Result<Self> {
-        Ok(Self::new(Embedder::load(model, None)?))
+    pub fn load(model: &str, threads: Option<u32>) -> anyhow::Result<Self> {
+        Ok(Self::new(Embedder::load(model, threads)?))
     }
 
     pub fn new(embedder: Embedder) -> Self {
