@@ -1,21 +1,64 @@
-//! The input screen a guard model runs. Minimal for now: the rules (what a machine without a
-//! trained guard file has); the trained stages come with `tandem guard train`.
+//! The input screen a `type = "guard"` model runs, from its config: rules alone, or the guard
+//! file's n-gram classifier and probe over the local model's hidden states.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use tandem_core::config::{Config, GuardModelConfig};
+use anyhow::bail;
+use tandem_core::config::{Config, GuardModelConfig, ModelConfig};
 use tandem_core::InputScreen;
-use tandem_guard::screen::Screen;
+use tandem_engine::GgufModel;
+use tandem_guard::probe::PromptEncoder;
+use tandem_guard::screen::{GuardFile, Screen};
 
+use crate::embedder::Embedder;
+use crate::guard_cmd::default_guard_path;
+use crate::guard_encoder::EmbedderEncoder;
+
+/// Build the screen of guard model `name`. With `screen = "auto"` and no guard file yet, the
+/// screen runs its rules alone and says how to train the rest.
 pub fn build_screen(
-    _config: &Config,
+    config: &Config,
     name: &str,
     guard: &GuardModelConfig,
 ) -> anyhow::Result<Arc<dyn InputScreen>> {
-    match guard.screen.as_str() {
-        "rules" | "auto" => Ok(Arc::new(Screen::rules_only())),
-        other => anyhow::bail!(
-            "models.{name}.screen = \"{other}\" needs a trained guard file, which this build cannot load yet; use \"rules\" or \"auto\""
-        ),
+    if guard.screen == "rules" {
+        return Ok(Arc::new(Screen::rules_only()));
     }
+    let Some(ModelConfig::Local(local)) = config.models.get(&guard.local) else {
+        bail!("models.{name}.local: '{}' is not a local model", guard.local);
+    };
+    let gguf = GgufModel::load(&crate::build::model_file(&local.source)?)?;
+    let path = match &guard.guard_file {
+        Some(path) => PathBuf::from(path),
+        None => default_guard_path(&gguf.id())?,
+    };
+    if !path.exists() {
+        if guard.screen == "auto" {
+            tracing::warn!(
+                model = name,
+                guard_file = %path.display(),
+                "no guard file: the screen runs its rules only (train the rest with `tandem guard train`)"
+            );
+            return Ok(Arc::new(Screen::rules_only()));
+        }
+        bail!(
+            "models.{name}: no guard file at {} (make one with `tandem guard train`)",
+            path.display()
+        );
+    }
+    let file = GuardFile::read(&path).map_err(anyhow::Error::msg)?;
+    let wants_probe = guard.screen != "rules+lexical" && file.probe.is_some();
+    if guard.screen == "rules+lexical+probe" && file.probe.is_none() {
+        bail!("models.{name}: {} has no probe", path.display());
+    }
+    let encoder = if wants_probe {
+        Some(Arc::new(EmbedderEncoder::new(Embedder::from_gguf(gguf, local.threads)?))
+            as Arc<dyn PromptEncoder>)
+    } else {
+        None
+    };
+    let screen = Screen::new(file, encoder)
+        .map_err(|e| anyhow::anyhow!("models.{name}: {}: {e}", path.display()))?;
+    Ok(Arc::new(screen))
 }
