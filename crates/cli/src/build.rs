@@ -240,15 +240,15 @@ fn build_guard(
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
     let inner = member(config, &guard.inner, built)?;
     let local = member(config, &guard.local, built)?;
-    let options =
-        GuardOptions::from_config(guard).map_err(|e| anyhow::anyhow!("models.{name}.{e}"))?;
     let screen = crate::guard_screen::build_screen(config, name, guard)
         .with_context(|| format!("models.{name}.screen"))?;
+    let options = GuardOptions::from_config(guard, screen.default_threshold())
+        .map_err(|e| anyhow::anyhow!("models.{name}.{e}"))?;
     built.moderators.insert(
         name.to_string(),
         Moderator {
             screen: screen.clone(),
-            threshold: guard.threshold,
+            threshold: options.threshold,
         },
     );
     Ok(Arc::new(GuardModel::new(

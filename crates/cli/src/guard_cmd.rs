@@ -192,6 +192,7 @@ pub fn train(
             probe: None,
             settle: 1.0,
             blend: 0.0,
+            threshold: calibrate(&held_out.labels, &held_out.lexical),
         });
     };
     let progress = Progress::new(
@@ -241,7 +242,10 @@ pub fn train(
     };
     held_out.probe = probe_probs;
     let (blend, settle) = choose_mix(&held_out);
-    say(format!("chose L2 {l2}, blend {blend}, settle {settle}"));
+    let threshold = calibrate(&held_out.labels, &mixed(&held_out, blend, settle));
+    say(format!(
+        "chose L2 {l2}, blend {blend}, settle {settle}, threshold {threshold}"
+    ));
     let probe = SafetyProbe::train(&encoder.id(), window, &examples, l2)
         .ok_or_else(|| anyhow::anyhow!("the probe could not be fitted"))?;
     Ok(GuardFile {
@@ -249,29 +253,27 @@ pub fn train(
         probe: Some(probe),
         settle,
         blend,
+        threshold,
     })
+}
+
+/// Most benign prompts the screen may flag on held-out items when it calibrates its threshold:
+/// below the 5% target, with room for the estimate's noise (a hundred-odd benign items).
+const CALIBRATION_FPR: f64 = 0.02;
+
+/// The lowest threshold (most detection) whose held-out false-positive rate is at most
+/// [`CALIBRATION_FPR`]; 0.5 when even 0.95 flags more.
+fn calibrate(labels: &[usize], probs: &[[f32; N_CLASS]]) -> f64 {
+    (10..=19)
+        .map(|i| f64::from(i) * 0.05)
+        .find(|&t| rates_at(labels, probs, t).1 <= CALIBRATION_FPR)
+        .map_or(0.5, |t| (t * 100.0).round() / 100.0)
 }
 
 /// The blend with the best held-out Youden J, then the lowest settle point (fewest probe runs)
 /// whose J is within 0.005 of reading every prompt with the probe.
 fn choose_mix(h: &HeldOut) -> (f32, f32) {
-    let mix = |blend: f32, settle: f32| -> Vec<[f32; N_CLASS]> {
-        h.lexical
-            .iter()
-            .zip(&h.probe)
-            .map(|(l, p)| {
-                if l.iter().copied().fold(0.0, f32::max) >= settle {
-                    *l
-                } else {
-                    let mut out = [0.0; N_CLASS];
-                    for c in 0..N_CLASS {
-                        out[c] = blend * p[c] + (1.0 - blend) * l[c];
-                    }
-                    out
-                }
-            })
-            .collect()
-    };
+    let mix = |blend: f32, settle: f32| mixed(h, blend, settle);
     let mut blend = 1.0f32;
     let mut best_j = f64::MIN;
     for b in [0.0f32, 0.25, 0.5, 0.75, 1.0] {
@@ -290,6 +292,25 @@ fn choose_mix(h: &HeldOut) -> (f32, f32) {
     (blend, 1.01)
 }
 
+/// The screen's probabilities on the held-out items for a blend and settle point.
+fn mixed(h: &HeldOut, blend: f32, settle: f32) -> Vec<[f32; N_CLASS]> {
+    h.lexical
+        .iter()
+        .zip(&h.probe)
+        .map(|(l, p)| {
+            if l.iter().copied().fold(0.0, f32::max) >= settle {
+                *l
+            } else {
+                let mut out = [0.0; N_CLASS];
+                for c in 0..N_CLASS {
+                    out[c] = blend * p[c] + (1.0 - blend) * l[c];
+                }
+                out
+            }
+        })
+        .collect()
+}
+
 /// Detection rate minus false-positive rate at threshold 0.5.
 fn youden(labels: &[usize], probs: &[[f32; N_CLASS]]) -> f64 {
     let (det, fpr) = rates(labels, probs);
@@ -297,9 +318,14 @@ fn youden(labels: &[usize], probs: &[[f32; N_CLASS]]) -> f64 {
 }
 
 fn rates(labels: &[usize], probs: &[[f32; N_CLASS]]) -> (f64, f64) {
+    rates_at(labels, probs, 0.5)
+}
+
+/// (detection rate, false-positive rate) flagging at `threshold`.
+fn rates_at(labels: &[usize], probs: &[[f32; N_CLASS]], threshold: f64) -> (f64, f64) {
     let (mut tp, mut pos, mut fp, mut neg) = (0u32, 0u32, 0u32, 0u32);
     for (&y, p) in labels.iter().zip(probs) {
-        let flagged = 1.0 - p[0] >= 0.5;
+        let flagged = 1.0 - f64::from(p[0]) >= threshold;
         if y == 0 {
             neg += 1;
             fp += u32::from(flagged);

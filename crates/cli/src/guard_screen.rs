@@ -26,7 +26,10 @@ pub fn build_screen(
         return Ok(Arc::new(Screen::rules_only()));
     }
     let Some(ModelConfig::Local(local)) = config.models.get(&guard.local) else {
-        bail!("models.{name}.local: '{}' is not a local model", guard.local);
+        bail!(
+            "models.{name}.local: '{}' is not a local model",
+            guard.local
+        );
     };
     let gguf = GgufModel::load(&crate::build::model_file(&local.source)?)?;
     let path = match &guard.guard_file {
@@ -53,8 +56,10 @@ pub fn build_screen(
         bail!("models.{name}: {} has no probe", path.display());
     }
     let encoder = if wants_probe {
-        Some(Arc::new(EmbedderEncoder::new(Embedder::from_gguf(gguf, local.threads)?))
-            as Arc<dyn PromptEncoder>)
+        Some(Arc::new(EmbedderEncoder::new(Embedder::from_gguf(
+            gguf,
+            local.threads,
+        )?)) as Arc<dyn PromptEncoder>)
     } else {
         None
     };

@@ -29,9 +29,11 @@ pub struct GuardModelConfig {
     /// The file `tandem guard train` wrote (default: `$TANDEM_HOME/probes/guard-<local>.json`).
     #[serde(default)]
     pub guard_file: Option<String>,
-    /// A request whose unsafe score reaches this is acted on. `guard@0.7` sets it per request.
-    #[serde(default = "default_threshold")]
-    pub threshold: f64,
+    /// A request whose unsafe score reaches this is acted on (default: the threshold `tandem
+    /// guard train` calibrated on held-out prompts; 0.5 with rules alone). `guard@0.7` sets it
+    /// per request.
+    #[serde(default)]
+    pub threshold: Option<f64>,
     /// One of [`GUARD_ACTIONS`]: `block` answers with a refusal (`finish_reason:
     /// "content_filter"`), `local` lets only the local model answer, `flag` passes it on and
     /// says so in the trace.
@@ -55,9 +57,6 @@ fn default_local() -> String {
 fn default_screen() -> String {
     "auto".into()
 }
-fn default_threshold() -> f64 {
-    0.5
-}
 fn default_action() -> String {
     "block".into()
 }
@@ -72,7 +71,7 @@ impl Default for GuardModelConfig {
             local: default_local(),
             screen: default_screen(),
             guard_file: None,
-            threshold: default_threshold(),
+            threshold: None,
             on_harmful: default_action(),
             on_jailbreak: default_action(),
             audit: true,
@@ -86,7 +85,7 @@ impl GuardModelConfig {
         if !SCREENS.contains(&self.screen.as_str()) {
             return Err(("screen", format!("must be one of {}", SCREENS.join(", "))));
         }
-        if !(0.0..=1.0).contains(&self.threshold) {
+        if self.threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
             return Err(("threshold", "must be between 0 and 1".into()));
         }
         for (field, action) in [
@@ -173,7 +172,7 @@ mod tests {
         };
         assert_eq!(bad.validate_fields().map_err(|e| e.0), Err("on_jailbreak"));
         let bad = GuardModelConfig {
-            threshold: 1.5,
+            threshold: Some(1.5),
             ..GuardModelConfig::default()
         };
         assert_eq!(bad.validate_fields().map_err(|e| e.0), Err("threshold"));

@@ -76,6 +76,11 @@ pub trait InputScreen: Send + Sync {
     /// What the screen is made of, for traces and `/v1/moderations`'s `model`.
     fn describe(&self) -> String;
 
+    /// The threshold the screen was calibrated for (used when the config names none).
+    fn default_threshold(&self) -> f64 {
+        0.5
+    }
+
     /// Screen `text`; `unsafe_score >= threshold` flags it. Heavy work runs off the async
     /// runtime.
     fn screen(

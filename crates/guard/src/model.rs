@@ -65,12 +65,13 @@ pub struct GuardOptions {
 
 impl GuardOptions {
     /// From a validated config; names the field at fault otherwise.
-    pub fn from_config(config: &GuardModelConfig) -> Result<Self, String> {
+    /// `threshold` applies when the config names none (the screen's calibrated one).
+    pub fn from_config(config: &GuardModelConfig, threshold: f64) -> Result<Self, String> {
         let action = |field: &str, name: &str| {
             Action::parse(name).ok_or_else(|| format!("{field}: unknown action '{name}'"))
         };
         Ok(Self {
-            threshold: config.threshold,
+            threshold: config.threshold.unwrap_or(threshold),
             on_harmful: action("on_harmful", &config.on_harmful)?,
             on_jailbreak: action("on_jailbreak", &config.on_jailbreak)?,
             audit: config.audit,

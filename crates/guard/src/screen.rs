@@ -26,6 +26,13 @@ pub struct GuardFile {
     /// Weight of the probe when both ran: probabilities are `blend × probe + (1 − blend) ×
     /// lexical`.
     pub blend: f32,
+    /// The unsafe score to flag at, calibrated on held-out prompts for few false positives.
+    #[serde(default = "half")]
+    pub threshold: f64,
+}
+
+fn half() -> f64 {
+    0.5
 }
 
 impl GuardFile {
@@ -64,6 +71,7 @@ struct Stages {
     probe: Option<(SafetyProbe, Arc<dyn PromptEncoder>)>,
     settle: f32,
     blend: f32,
+    threshold: f64,
 }
 
 /// The screen. Cheap to clone.
@@ -82,6 +90,7 @@ impl Screen {
                 probe: None,
                 settle: 1.0,
                 blend: 0.0,
+                threshold: 0.5,
             }),
         }
     }
@@ -110,6 +119,7 @@ impl Screen {
                 probe,
                 settle: file.settle,
                 blend: file.blend,
+                threshold: file.threshold,
             }),
         })
     }
@@ -243,6 +253,7 @@ impl Screen {
                 probe: s.probe.clone(),
                 settle,
                 blend,
+                threshold: s.threshold,
             }),
         }
     }
@@ -257,6 +268,7 @@ impl Screen {
                 probe: None,
                 settle: s.settle,
                 blend: s.blend,
+                threshold: s.threshold,
             }),
         }
     }
@@ -337,6 +349,10 @@ impl InputScreen for Screen {
             ),
             None => self.stages().to_string(),
         }
+    }
+
+    fn default_threshold(&self) -> f64 {
+        self.stages.threshold
     }
 
     fn screen(
