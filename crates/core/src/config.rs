@@ -1028,7 +1028,11 @@ mod tests {
         let config = Config::from_toml(text)
             .and_then(|c| c.resolve(&env))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.models.len(), 9);
+        assert_eq!(config.models.len(), 10);
+        assert!(matches!(
+            config.models.get("safe"),
+            Some(ModelConfig::SafeDecoding(_))
+        ));
     }
 
     #[test]

@@ -22,8 +22,12 @@ use crate::sampler::{Sampler, TokenId};
 use crate::steer::steer;
 use crate::{template, EngineError, GgufModel};
 
-/// The small model's system prompt when the config sets none.
-pub const DEFAULT_SAFETY_PROMPT: &str = "You are a responsible assistant. If a request could cause harm (weapons, malware, abuse, dangerous or illegal acts), refuse briefly and explain why; otherwise answer helpfully.";
+/// The small model's system prompt when the config sets none. Measured on 10 harmful and 5
+/// benign prompts (0.5B steering 1.5B, strength 1): asking it to "apologize and decline" turned
+/// 9 of 10 harmful answers into refusals (large alone: 8) with no benign one refused; a prompt
+/// asking to "refuse briefly and explain why" got 5 (the contrast favoured explanations over
+/// refusals), and one quoting a refusal sentence made every benign answer that sentence.
+pub const DEFAULT_SAFETY_PROMPT: &str = "You are a helpful assistant. You never help with anything that could cause harm, such as weapons, malware, abuse, or dangerous or illegal acts: for such requests you apologize and decline.";
 
 /// The small model's two sequences: with the safety prompt, and the plain conversation.
 const SAFE: usize = 0;
