@@ -7,12 +7,13 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tandem_core::config::{
     Config, DraftingPolicy, GuardModelConfig, LocalModelConfig, ModelConfig, PrivacyModelConfig,
-    RoutedModelConfig, SpeculativeModelConfig,
+    RoutedModelConfig, SafeDecodingConfig, SpeculativeModelConfig,
 };
 use tandem_core::ChatModel;
 use tandem_engine::policy::DraftMode;
 use tandem_engine::{
-    GgufModel, LocalModel, LocalModelOptions, SpeculativeModel, SpeculativeOptions,
+    GgufModel, LocalModel, LocalModelOptions, SafeDecodingModel, SafeDecodingOptions,
+    SpeculativeModel, SpeculativeOptions, DEFAULT_SAFETY_PROMPT,
 };
 use tandem_guard::model::{GuardModel, GuardOptions};
 use tandem_models::ModelStore;
@@ -130,9 +131,7 @@ fn build_into(
             build_privacy(config, name, privacy, PrivacyMode::Guardian, built)?
         }
         ModelConfig::Guard(guard) => build_guard(config, name, guard, built)?,
-        ModelConfig::SafeDecoding(_) => {
-            anyhow::bail!("models.{name}: type = \"safe-decoding\" is not built yet")
-        }
+        ModelConfig::SafeDecoding(safe) => Arc::new(build_safe_decoding(config, name, safe)?),
     };
     built.models.insert(name.to_string(), model.clone());
     Ok(model)
@@ -339,6 +338,36 @@ fn build_speculative(
     tracing::info!(model = name, target = %spec.target, draft = ?spec.draft, "loading speculative pair");
     SpeculativeModel::load(&target_path, draft_path.as_deref(), &options)
         .with_context(|| format!("models.{name}: cannot set up speculative decoding"))
+}
+
+fn build_safe_decoding(
+    config: &Config,
+    name: &str,
+    safe: &SafeDecodingConfig,
+) -> anyhow::Result<SafeDecodingModel> {
+    // Validation guarantees both names are local models.
+    let local = |other: &str| match config.models.get(other) {
+        Some(ModelConfig::Local(local)) => Ok(local),
+        _ => anyhow::bail!("models.{name}: '{other}' is not a local model"),
+    };
+    let large = local(&safe.large)?;
+    let large_path = local_path(&safe.large, large)?;
+    let small_path = local_path(&safe.small, local(&safe.small)?)?;
+    let options = SafeDecodingOptions {
+        name: name.to_string(),
+        context: large.context,
+        threads: large.threads.unwrap_or_else(tandem_engine::default_threads),
+        max_queue: config.server.max_queue,
+        strength: safe.strength as f32,
+        steered_tokens: safe.steered_tokens,
+        safety_prompt: safe
+            .safety_prompt
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SAFETY_PROMPT.to_string()),
+    };
+    tracing::info!(model = name, large = %safe.large, small = %safe.small, "loading safety-guided pair");
+    SafeDecodingModel::load(&large_path, &small_path, &options)
+        .with_context(|| format!("models.{name}: cannot set up safety-guided decoding"))
 }
 
 /// Build every configured model. Two names with the same local source share one loaded copy of

@@ -384,7 +384,8 @@ impl Config {
 
     /// The embedded defaults (no file): local 0.5B as `small`; `large` is the local 1.5B, or remote
     /// when `OPENAI_API_KEY` / `OPENAI_BASE_URL` is set. With a local `large`, also
-    /// `large-speculative`: the large model's answers with `small` drafting. Always `cascade`:
+    /// `large-speculative`: the large model's answers with `small` drafting, and `safe`: the large
+    /// model's answers steered by the safety-prompted `small` (safety-guided decoding). Always `cascade`:
     /// `small` first, escalated to `large` unless one of three sampled answers agrees with its
     /// final answer — and the privacy strategies over `small` and `large`: `redact`, `private`
     /// (cards, bank accounts, SSNs and secrets never leave) and `guardian`; and `guard` (the
@@ -421,6 +422,10 @@ impl Config {
             config.models.insert(
                 "large-speculative".into(),
                 ModelConfig::Speculative(SpeculativeModelConfig::pair("large", "small")),
+            );
+            config.models.insert(
+                "safe".into(),
+                ModelConfig::SafeDecoding(SafeDecodingConfig::default()),
             );
         }
         config.validate()?;
@@ -811,6 +816,14 @@ mod tests {
                 "large", "small"
             )))
         );
+        assert_eq!(
+            config.models.get("safe"),
+            Some(&ModelConfig::SafeDecoding(SafeDecodingConfig {
+                large: "large".into(),
+                small: "small".into(),
+                ..SafeDecodingConfig::default()
+            }))
+        );
         match config.models.get("cascade") {
             Some(ModelConfig::Cascade(c)) => {
                 assert_eq!(
@@ -916,6 +929,48 @@ mod tests {
         let remote_large = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk-test".to_string());
         let config = Config::embedded(&remote_large).unwrap_or_else(|e| panic!("{e}"));
         assert!(!config.models.contains_key("large-speculative"));
+        assert!(!config.models.contains_key("safe"));
+    }
+
+    #[test]
+    fn safe_decoding_needs_two_local_models_and_valid_fields() {
+        let base = "[models.cloud]\ntype = \"remote\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\n[models.s]\ntype = \"safe-decoding\"\n";
+        let cases = [
+            ("", None),
+            (
+                "large = \"large\"\nsmall = \"small\"\nstrength = 2.0\nsteered_tokens = 8\nsafety_prompt = \"Be safe.\"\n",
+                None,
+            ),
+            (
+                "large = \"cloud\"\n",
+                Some(("models.s.large", "must be a local model")),
+            ),
+            (
+                "small = \"tiny\"\n",
+                Some(("models.s.small", "no model named 'tiny'")),
+            ),
+            (
+                "strength = -1.0\n",
+                Some(("models.s.strength", "between 0 and 10")),
+            ),
+        ];
+        for (extra, want) in cases {
+            let result =
+                Config::from_toml(&format!("{base}{extra}")).and_then(|c| c.resolve(&no_env));
+            match (result, want) {
+                (Ok(c), None) => assert!(matches!(
+                    c.models.get("s"),
+                    Some(ModelConfig::SafeDecoding(_))
+                )),
+                (Err(e), Some((key, message))) => {
+                    assert_eq!(e.key, key, "{extra}");
+                    assert!(e.message.contains(message), "{extra}: {e}");
+                }
+                (other, _) => panic!("{extra}: unexpected {other:?}"),
+            }
+        }
+        let typo = Config::from_toml(&format!("{base}steered = 3\n"));
+        assert!(typo.is_err_and(|e| e.message.contains("unknown field `steered`")));
     }
 
     #[test]
@@ -982,7 +1037,11 @@ mod tests {
         let config = Config::from_toml(text)
             .and_then(|c| c.resolve(&env))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.models.len(), 10);
+        assert_eq!(config.models.len(), 11);
+        assert!(matches!(
+            config.models.get("safe"),
+            Some(ModelConfig::SafeDecoding(_))
+        ));
     }
 
     #[test]

@@ -169,25 +169,35 @@ impl ModelDrafter {
 
 /// Two models can pair for speculative decoding only when every token id means the same text.
 pub fn check_vocab_compatible(target: &GgufModel, draft: &GgufModel) -> Result<(), EngineError> {
-    if target.n_vocab() != draft.n_vocab() {
+    check_same_vocab(target, draft, "speculative decoding")
+}
+
+/// Token-level collaboration (`purpose`: speculative decoding, safety-guided decoding) reads
+/// one model's token ids with the other: every id must mean the same text in both.
+pub fn check_same_vocab(
+    large: &GgufModel,
+    small: &GgufModel,
+    purpose: &str,
+) -> Result<(), EngineError> {
+    if large.n_vocab() != small.n_vocab() {
         return Err(EngineError::InvalidInput(format!(
-            "draft model {} has a vocabulary of {} tokens but target {} has {}: they cannot pair for speculative decoding",
-            draft.id(),
-            draft.n_vocab(),
-            target.id(),
-            target.n_vocab()
+            "{} has a vocabulary of {} tokens but {} has {}: they cannot pair for {purpose}",
+            small.id(),
+            small.n_vocab(),
+            large.id(),
+            large.n_vocab()
         )));
     }
     let mismatch =
-        (0..target.n_vocab() as TokenId).find(|&t| target.token_text(t) != draft.token_text(t));
+        (0..large.n_vocab() as TokenId).find(|&t| large.token_text(t) != small.token_text(t));
     match mismatch {
         None => Ok(()),
         Some(t) => Err(EngineError::InvalidInput(format!(
-            "draft model {} and target {} disagree on token {t} ({:?} vs {:?}): they cannot pair for speculative decoding",
-            draft.id(),
-            target.id(),
-            String::from_utf8_lossy(&draft.token_text(t)),
-            String::from_utf8_lossy(&target.token_text(t)),
+            "{} and {} disagree on token {t} ({:?} vs {:?}): they cannot pair for {purpose}",
+            small.id(),
+            large.id(),
+            String::from_utf8_lossy(&small.token_text(t)),
+            String::from_utf8_lossy(&large.token_text(t)),
         ))),
     }
 }

@@ -6,7 +6,8 @@
 //!   speculative decoding, logit fusion and probes build on;
 //! - chat level ([`LocalModel`]): the GGUF's own chat template, sampling, stop sequences,
 //!   streaming UTF-8 text, and a continuous-batching scheduler that serves several requests
-//!   fairly from one copy of the weights. It implements [`tandem_core::ChatModel`].
+//!   fairly from one copy of the weights. It implements [`tandem_core::ChatModel`], as do the
+//!   token-level pairs: [`SpeculativeModel`] and [`SafeDecodingModel`].
 
 mod backend;
 pub mod context;
@@ -17,10 +18,12 @@ pub mod gguf;
 mod local;
 pub mod policy;
 mod queue;
+mod safe_decoding_model;
 pub mod sampler;
 mod scheduler;
 pub mod speculative;
 mod speculative_model;
+pub mod steer;
 pub mod template;
 pub mod text;
 
@@ -28,6 +31,7 @@ pub use context::{Context, ContextOptions, Logits, SeqInput, MAX_INVARIANT_ROWS,
 pub use error::EngineError;
 pub use gguf::GgufModel;
 pub use local::{LocalModel, LocalModelOptions};
+pub use safe_decoding_model::{SafeDecodingModel, SafeDecodingOptions, DEFAULT_SAFETY_PROMPT};
 pub use sampler::{Sampler, TokenId};
 pub use speculative_model::{SpeculativeModel, SpeculativeOptions};
 

@@ -18,20 +18,20 @@ pub(crate) struct Job {
     pub events: EventSender,
 }
 
-/// The callers' side.
-pub(crate) struct JobQueue {
-    jobs: mpsc::Sender<Job>,
+/// The callers' side. Engines whose jobs carry more than [`Job`] queue their own type.
+pub(crate) struct JobQueue<T = Job> {
+    jobs: mpsc::Sender<T>,
     waiting: Arc<AtomicUsize>,
     max_queue: usize,
 }
 
 /// The engine thread's side.
-pub(crate) struct JobReceiver {
-    jobs: mpsc::Receiver<Job>,
+pub(crate) struct JobReceiver<T = Job> {
+    jobs: mpsc::Receiver<T>,
     waiting: Arc<AtomicUsize>,
 }
 
-pub(crate) fn job_queue(max_queue: usize) -> (JobQueue, JobReceiver) {
+pub(crate) fn job_queue<T>(max_queue: usize) -> (JobQueue<T>, JobReceiver<T>) {
     let (jobs, rx) = mpsc::channel();
     let waiting = Arc::new(AtomicUsize::new(0));
     (
@@ -44,9 +44,9 @@ pub(crate) fn job_queue(max_queue: usize) -> (JobQueue, JobReceiver) {
     )
 }
 
-impl JobQueue {
+impl<T> JobQueue<T> {
     /// Queue a request; fails fast when the queue is full.
-    pub fn submit(&self, job: Job, model_name: &str) -> Result<(), ModelError> {
+    pub fn submit(&self, job: T, model_name: &str) -> Result<(), ModelError> {
         if self.waiting.load(Ordering::SeqCst) >= self.max_queue {
             return Err(ModelError::Overloaded(model_name.to_string()));
         }
@@ -63,14 +63,14 @@ impl JobQueue {
     }
 }
 
-impl JobReceiver {
+impl<T> JobReceiver<T> {
     /// Wait for the next job; `None` once every sender is gone.
-    pub fn recv(&self) -> Option<Job> {
+    pub fn recv(&self) -> Option<T> {
         self.jobs.recv().ok()
     }
 
     /// The next job if one is queued.
-    pub fn try_recv(&self) -> Option<Job> {
+    pub fn try_recv(&self) -> Option<T> {
         self.jobs.try_recv().ok()
     }
 
