@@ -54,7 +54,7 @@ pub struct Args {
     #[arg(long)]
     guard_file: Option<PathBuf>,
     /// The local model whose hidden states the probe reads.
-    #[arg(long, default_value = tandem_core::config::DEFAULT_SMALL)]
+    #[arg(long, default_value = tandem_core::guard_config::DEFAULT_SCREEN_MODEL)]
     model: String,
     /// CPU threads for the probe's model (default: every core).
     #[arg(long)]

@@ -39,7 +39,7 @@ pub struct TrainArgs {
     limit: Option<usize>,
     /// The local model whose hidden states the probe reads (catalog id, .gguf path or hf:
     /// source).
-    #[arg(long, default_value = tandem_core::config::DEFAULT_SMALL)]
+    #[arg(long, default_value = tandem_core::guard_config::DEFAULT_SCREEN_MODEL)]
     model: String,
     /// The probe's window: first and last tokens read.
     #[arg(long, default_value_t = DEFAULT_HEAD)]

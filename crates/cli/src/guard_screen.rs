@@ -31,10 +31,20 @@ pub fn build_screen(
             guard.local
         );
     };
-    let gguf = GgufModel::load(&crate::build::model_file(&local.source)?)?;
+    let screen_model = guard
+        .screen_model
+        .as_deref()
+        .unwrap_or(tandem_core::guard_config::DEFAULT_SCREEN_MODEL);
+    let model_path = crate::build::model_file(screen_model)?;
+    // A model's id is its file's stem (see `GgufModel::id`): the weights load only when a probe
+    // will read them.
+    let model_id = model_path.file_stem().map_or_else(
+        || screen_model.to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
     let path = match &guard.guard_file {
         Some(path) => PathBuf::from(path),
-        None => default_guard_path(&gguf.id())?,
+        None => default_guard_path(&model_id)?,
     };
     if !path.exists() {
         if guard.screen == "auto" {
@@ -56,6 +66,7 @@ pub fn build_screen(
         bail!("models.{name}: {} has no probe", path.display());
     }
     let encoder = if wants_probe {
+        let gguf = GgufModel::load(&model_path)?;
         Some(Arc::new(EmbedderEncoder::new(Embedder::from_gguf(
             gguf,
             local.threads,

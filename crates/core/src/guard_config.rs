@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 /// What the guard does with a request of an unsafe category.
 pub const GUARD_ACTIONS: [&str; 3] = ["block", "local", "flag"];
 
+/// The probe's model unless the config names one: the 135M model reads a prompt window several
+/// times faster than the 0.5B at the same detection (README, "Safety").
+pub const DEFAULT_SCREEN_MODEL: &str = "smollm2-135m-instruct";
+
 /// The screens [`GuardModelConfig::screen`] accepts.
 pub const SCREENS: [&str; 4] = ["auto", "rules+lexical+probe", "rules+lexical", "rules"];
 
@@ -26,7 +30,12 @@ pub struct GuardModelConfig {
     /// `auto` (default: the richest the guard file allows).
     #[serde(default = "default_screen")]
     pub screen: String,
-    /// The file `tandem guard train` wrote (default: `$TANDEM_HOME/probes/guard-<local>.json`).
+    /// The model whose hidden states the probe reads: a catalog id or a GGUF path (default:
+    /// [`DEFAULT_SCREEN_MODEL`]). Only the probe runs it; it never writes an answer.
+    #[serde(default)]
+    pub screen_model: Option<String>,
+    /// The file `tandem guard train` wrote (default:
+    /// `$TANDEM_HOME/probes/guard-<screen model>.json`).
     #[serde(default)]
     pub guard_file: Option<String>,
     /// A request whose unsafe score reaches this is acted on (default: the threshold `tandem
@@ -70,6 +79,7 @@ impl Default for GuardModelConfig {
             inner: default_inner(),
             local: default_local(),
             screen: default_screen(),
+            screen_model: None,
             guard_file: None,
             threshold: None,
             on_harmful: default_action(),
