@@ -2,9 +2,10 @@
 //! labelled prompts, choose how they combine on held-out items, and write the guard file the
 //! `guard` strategy, `/v1/moderations` and `tandem eval safety` load.
 //!
-//! Of the items given (by default the train part of each file), one in five is held out to
-//! choose the probe's L2 penalty, the blend of probe and n-grams, and the settle point (how
-//! sure the n-grams must be to skip the probe); then both are refitted on everything.
+//! On the items given (by default the train part of each file), five-fold out-of-fold scores
+//! choose the probe's L2 penalty, the blend of probe and n-grams, the settle point (how sure the
+//! n-grams must be to skip the probe) and the threshold (few false positives); then both are
+//! refitted on everything.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,14 +132,40 @@ pub fn ensure_guard_file(
     Ok((path, encoder))
 }
 
-/// Probabilities for held-out items from each stage.
+/// Out-of-fold probabilities from each stage: every item scored by models fitted without it.
 struct HeldOut {
     labels: Vec<usize>,
     lexical: Vec<[f32; N_CLASS]>,
     probe: Vec<[f32; N_CLASS]>,
 }
 
-/// Fit, choose on held-out items, refit on all.
+/// Folds for the out-of-fold scores the choices are made on.
+const FOLDS: usize = 5;
+
+/// Each item's probabilities from a model fitted on the other folds.
+fn out_of_fold<E: Clone, M>(
+    examples: &[E],
+    fit: impl Fn(&[E]) -> anyhow::Result<M>,
+    predict: impl Fn(&M, &E) -> [f32; N_CLASS],
+) -> anyhow::Result<Vec<[f32; N_CLASS]>> {
+    let mut out = vec![[1.0, 0.0, 0.0]; examples.len()];
+    for k in 0..FOLDS {
+        let train: Vec<E> = examples
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % FOLDS != k)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let model = fit(&train)?;
+        for (i, e) in examples.iter().enumerate().filter(|(i, _)| i % FOLDS == k) {
+            out[i] = predict(&model, e);
+        }
+    }
+    Ok(out)
+}
+
+/// Fit; choose the probe's L2, the blend, the settle point and the threshold on out-of-fold
+/// scores; refit on all.
 pub fn train(
     items: &[SafetyItem],
     encoder: Option<&dyn PromptEncoder>,
@@ -148,44 +175,34 @@ pub fn train(
     for item in items {
         counts[item.label.index()] += 1;
     }
-    if counts.contains(&0) {
+    if counts.iter().any(|&c| c < FOLDS) {
         bail!(
-            "training needs every label; have benign {}, harmful {}, jailbreak {}",
+            "training needs at least {FOLDS} items of every label; have benign {}, harmful {}, jailbreak {}",
             counts[0],
             counts[1],
             counts[2]
         );
     }
-    let held = |i: usize| i % 5 == 4;
     let texts: Vec<(&str, usize)> = items
         .iter()
         .map(|it| (it.text.as_str(), it.label.index()))
         .collect();
-    let fit_texts: Vec<(&str, usize)> = texts
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !held(*i))
-        .map(|(_, t)| *t)
-        .collect();
     let lexical_options = LexicalOptions::default();
-    let lexical_fit = LexicalModel::train(&fit_texts, lexical_options)
-        .ok_or_else(|| anyhow::anyhow!("the held-in items lack a label"))?;
-    let held_idx: Vec<usize> = (0..items.len()).filter(|&i| held(i)).collect();
+    let fit_lexical = |train: &[(&str, usize)]| {
+        LexicalModel::train(train, lexical_options)
+            .ok_or_else(|| anyhow::anyhow!("a fold lacks a label"))
+    };
     let mut held_out = HeldOut {
-        labels: held_idx.iter().map(|&i| texts[i].1).collect(),
-        lexical: held_idx
-            .iter()
-            .map(|&i| lexical_fit.classify(texts[i].0))
-            .collect(),
+        labels: texts.iter().map(|t| t.1).collect(),
+        lexical: out_of_fold(&texts, fit_lexical, |m, t| m.classify(t.0))?,
         probe: Vec::new(),
     };
     say(format!(
-        "n-grams on {} held-out items: {}",
-        held_idx.len(),
+        "n-grams, out of fold on {} items: {}",
+        texts.len(),
         describe(&held_out.labels, &held_out.lexical)
     ));
-    let lexical = LexicalModel::train(&texts, lexical_options)
-        .ok_or_else(|| anyhow::anyhow!("the items lack a label"))?;
+    let lexical = fit_lexical(&texts)?;
     let Some(encoder) = encoder else {
         return Ok(GuardFile {
             lexical,
@@ -213,24 +230,22 @@ pub fn train(
         .zip(&texts)
         .map(|(e, (_, c))| (e, *c))
         .collect();
-    let fit: Vec<(Vec<f32>, usize)> = examples
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !held(*i))
-        .map(|(_, e)| e.clone())
-        .collect();
+    let id = encoder.id();
+    let fit_probe = |l2: f32| {
+        let id = id.clone();
+        move |train: &[(Vec<f32>, usize)]| {
+            SafetyProbe::train(&id, window, train, l2)
+                .ok_or_else(|| anyhow::anyhow!("the probe could not be fitted"))
+        }
+    };
     let mut best: Option<(f64, f32, Vec<[f32; N_CLASS]>)> = None;
     for l2 in [1e-3f32, 1e-2, 1e-1] {
-        let Some(probe) = SafetyProbe::train(&encoder.id(), window, &fit, l2) else {
-            bail!("the probe could not be fitted");
-        };
-        let probs: Vec<[f32; N_CLASS]> = held_idx
-            .iter()
-            .map(|&i| probe.classify(&examples[i].0).unwrap_or([1.0, 0.0, 0.0]))
-            .collect();
+        let probs = out_of_fold(&examples, fit_probe(l2), |probe, (x, _)| {
+            probe.classify(x).unwrap_or([1.0, 0.0, 0.0])
+        })?;
         let j = youden(&held_out.labels, &probs);
         say(format!(
-            "probe (L2 {l2}) held out: {}",
+            "probe (L2 {l2}), out of fold: {}",
             describe(&held_out.labels, &probs)
         ));
         if best.as_ref().is_none_or(|(b, _, _)| j > *b) {
@@ -242,12 +257,23 @@ pub fn train(
     };
     held_out.probe = probe_probs;
     let (blend, settle) = choose_mix(&held_out);
-    let threshold = calibrate(&held_out.labels, &mixed(&held_out, blend, settle));
+    let chosen = mixed(&held_out, blend, settle);
+    let curve: Vec<String> = (10..=19)
+        .map(|i| f64::from(i) * 0.05)
+        .map(|t| {
+            let (det, fpr) = rates_at(&held_out.labels, &chosen, t);
+            format!("{t:.2}: {det:.3}/{fpr:.3}")
+        })
+        .collect();
+    say(format!(
+        "out of fold, threshold: detection/false positives {}",
+        curve.join(", ")
+    ));
+    let threshold = calibrate(&held_out.labels, &chosen);
     say(format!(
         "chose L2 {l2}, blend {blend}, settle {settle}, threshold {threshold}"
     ));
-    let probe = SafetyProbe::train(&encoder.id(), window, &examples, l2)
-        .ok_or_else(|| anyhow::anyhow!("the probe could not be fitted"))?;
+    let probe = fit_probe(l2)(&examples)?;
     Ok(GuardFile {
         lexical,
         probe: Some(probe),
@@ -257,11 +283,11 @@ pub fn train(
     })
 }
 
-/// Most benign prompts the screen may flag on held-out items when it calibrates its threshold:
-/// below the 5% target, with room for the estimate's noise (a hundred-odd benign items).
-const CALIBRATION_FPR: f64 = 0.02;
+/// Most benign prompts the screen may flag, out of fold, when it calibrates its threshold:
+/// below the 5% target, with room for the estimate's noise.
+const CALIBRATION_FPR: f64 = 0.03;
 
-/// The lowest threshold (most detection) whose held-out false-positive rate is at most
+/// The lowest threshold (most detection) whose out-of-fold false-positive rate is at most
 /// [`CALIBRATION_FPR`]; 0.5 when even 0.95 flags more.
 fn calibrate(labels: &[usize], probs: &[[f32; N_CLASS]]) -> f64 {
     (10..=19)
@@ -270,7 +296,7 @@ fn calibrate(labels: &[usize], probs: &[[f32; N_CLASS]]) -> f64 {
         .map_or(0.5, |t| (t * 100.0).round() / 100.0)
 }
 
-/// The blend with the best held-out Youden J, then the lowest settle point (fewest probe runs)
+/// The blend with the best out-of-fold Youden J, then the lowest settle point (fewest probe runs)
 /// whose J is within 0.005 of reading every prompt with the probe.
 fn choose_mix(h: &HeldOut) -> (f32, f32) {
     let mix = |blend: f32, settle: f32| mixed(h, blend, settle);
