@@ -152,12 +152,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = report(&summary);
     write_outputs(&out, "Safety evaluation", &report, &summary, &records)?;
     say(format!(
-        "safety on {} prompts: detection {:.3} (harmful {:.3}, jailbreak {:.3}), false positives {:.3}; p50 {:.2} ms, p99 {:.2} ms{}",
+        "safety on {} prompts: detection {} (harmful {}, jailbreak {}), false positives {}; p50 {:.2} ms, p99 {:.2} ms{}",
         items.len(),
-        summary["detection_rate"].as_f64().unwrap_or(0.0),
-        summary["detection_by_label"]["harmful"].as_f64().unwrap_or(f64::NAN),
-        summary["detection_by_label"]["jailbreak"].as_f64().unwrap_or(f64::NAN),
-        summary["false_positive_rate"].as_f64().unwrap_or(0.0),
+        rate_text(&summary["detection_rate"]),
+        rate_text(&summary["detection_by_label"]["harmful"]),
+        rate_text(&summary["detection_by_label"]["jailbreak"]),
+        rate_text(&summary["false_positive_rate"]),
         summary["p50_ms"].as_f64().unwrap_or(0.0),
         summary["p99_ms"].as_f64().unwrap_or(0.0),
         summary
@@ -168,6 +168,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ));
     say(format!("wrote {}", out.display()));
     Ok(())
+}
+
+/// A rate for people: three decimals, or "n/a" when no item had that label.
+fn rate_text(rate: &Value) -> String {
+    rate.as_f64()
+        .map_or_else(|| "n/a".to_string(), |r| format!("{r:.3}"))
 }
 
 /// The screen `--screen` asks for.
