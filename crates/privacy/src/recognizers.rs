@@ -1,11 +1,13 @@
 //! Structured recognizers: regexes plus validators (Luhn, mod-97, calendar, entropy) for the
-//! kinds that must never leak: emails, phones, cards, IBANs, IPs, URLs, SSNs, dates, secrets.
+//! kinds that must never leak: emails, phones, cards, IBANs, IPs, URLs, SSNs, dates, secrets —
+//! and organization names with a telltale shape (a corporate suffix, a partnership of surnames).
 //!
 //! Every recognizer appends candidate spans; `merge_spans` then settles overlaps, so a
 //! checksum-validated card (score 1.0) wins over the phone-shaped reading of the same digits.
 
 mod dates;
 mod numbers;
+mod orgs;
 mod secrets;
 mod validators;
 mod web;
@@ -20,6 +22,7 @@ pub struct Recognizers {
     dates: dates::Dates,
     web: web::Web,
     secrets: secrets::Secrets,
+    orgs: orgs::Orgs,
 }
 
 impl Default for Recognizers {
@@ -35,6 +38,7 @@ impl Recognizers {
             dates: dates::Dates::new(),
             web: web::Web::new(),
             secrets: secrets::Secrets::new(),
+            orgs: orgs::Orgs::new(),
         }
     }
 
@@ -71,6 +75,7 @@ impl Recognizers {
             self.web.find_domains(text, &mut out);
         }
         self.secrets.find(text, &mut out);
+        self.orgs.find(text, &mut out);
         merge_spans(text, out)
     }
 }
