@@ -51,12 +51,7 @@ impl Embedder {
 
     /// One text's embedding (its first [`MAX_PROMPT_TOKENS`] tokens).
     pub fn embed(&mut self, text: &str) -> anyhow::Result<Vec<f32>> {
-        let mut tokens = self.model.tokenize(text, self.model.adds_bos(), false);
-        tokens.truncate(MAX_PROMPT_TOKENS);
-        if tokens.is_empty() {
-            bail!("cannot embed an empty prompt");
-        }
-        Ok(self.ctx.embed(&tokens)?)
+        self.embed_window(text, MAX_PROMPT_TOKENS, 0)
     }
 
     /// The embedding of a bounded window of `text`: its first `head` tokens and last `tail`
