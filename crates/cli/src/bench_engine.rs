@@ -209,11 +209,8 @@ fn measure_ttft(
         .build()?;
     let mut samples = Vec::new();
     for rep in 0..reps {
-        let request = ChatRequest {
-            model: "bench".into(),
-            messages: vec![Message::user(format!("Run {rep}: {text}"))],
-            params: SamplingParams::greedy(1),
-        };
+        let request = ChatRequest::new("bench", vec![Message::user(format!("Run {rep}: {text}"))])
+            .with_params(SamplingParams::greedy(1));
         let start = Instant::now();
         let ms = runtime.block_on(async {
             let mut stream = local.stream(request);

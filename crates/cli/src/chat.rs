@@ -81,15 +81,12 @@ async fn chat_loop(model: Arc<dyn ChatModel>, options: Options) -> anyhow::Resul
             continue;
         }
         history.push(Message::user(line));
-        let request = ChatRequest {
-            model: options.model.clone(),
-            messages: history.clone(),
-            params: SamplingParams {
+        let request =
+            ChatRequest::new(options.model.clone(), history.clone()).with_params(SamplingParams {
                 temperature: Some(options.temperature),
                 max_tokens: Some(options.max_tokens),
                 ..SamplingParams::default()
-            },
-        };
+            });
         let mut stream = model.stream(request);
         let mut answer = String::new();
         while let Some(event) = stream.next().await {
@@ -99,6 +96,8 @@ async fn chat_loop(model: Arc<dyn ChatModel>, options: Options) -> anyhow::Resul
                     write!(out, "{text}")?;
                     out.flush()?;
                 }
+                // The chat offers no tools, so no model calls one.
+                Ok(ChatEvent::ToolCall(_)) => {}
                 Ok(ChatEvent::Done {
                     usage,
                     finish_reason,

@@ -88,11 +88,11 @@ fn serve_answers_remote_clients_and_the_openai_python_client() {
     )
     .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let request = ChatRequest {
-        model: "large".into(),
-        messages: vec![Message::user("What is the capital of France?")],
-        params: SamplingParams::greedy(12),
-    };
+    let request = ChatRequest::new(
+        "large",
+        vec![Message::user("What is the capital of France?")],
+    )
+    .with_params(SamplingParams::greedy(12));
     let whole = runtime.block_on(client.complete(request.clone())).unwrap();
     let streamed = runtime
         .block_on(tandem_core::collect_response(

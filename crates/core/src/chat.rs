@@ -30,6 +30,12 @@ impl Role {
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// The functions an assistant turn called (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// Which call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -37,6 +43,15 @@ impl Message {
         Self {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+    /// The result of the call `call_id`.
+    pub fn tool(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.into()),
+            ..Self::new(Role::Tool, content)
         }
     }
     pub fn system(content: impl Into<String>) -> Self {
@@ -77,12 +92,70 @@ impl SamplingParams {
     }
 }
 
+/// A function the model may call. `definition` is the client's whole tool object
+/// (`{"type": "function", "function": {"name", "description", "parameters", ...}}`), passed on
+/// as given so fields Tandem does not know (`strict`, ...) survive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub definition: serde_json::Value,
+}
+
+impl Tool {
+    /// The `function` object of the definition (name, description, parameters).
+    pub fn function(&self) -> &serde_json::Value {
+        self.definition
+            .get("function")
+            .unwrap_or(&serde_json::Value::Null)
+    }
+}
+
+/// Whether and which function the model must call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// Answer in text only.
+    None,
+    /// The model decides.
+    Auto,
+    /// Call at least one function.
+    Required,
+    /// Call this function.
+    Function(String),
+}
+
+/// A call the model made: `arguments` is a JSON document in a string, as OpenAI sends it (the
+/// model wrote it, so it may not be valid JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// A piece of a streamed tool call. The first piece of call `index` carries its id and name;
+/// the arguments arrive in fragments to be concatenated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub arguments: String,
+}
+
 /// A validated chat request addressed to one model by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
     pub params: SamplingParams,
+    /// Functions the model may call (empty: none).
+    #[serde(default)]
+    pub tools: Vec<Tool>,
+    #[serde(default)]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 impl ChatRequest {
@@ -91,7 +164,20 @@ impl ChatRequest {
             model: model.into(),
             messages,
             params: SamplingParams::default(),
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
         }
+    }
+
+    pub fn with_params(mut self, params: SamplingParams) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// Whether the model may answer with tool calls.
+    pub fn offers_tools(&self) -> bool {
+        !self.tools.is_empty() && self.tool_choice != Some(ToolChoice::None)
     }
 }
 
@@ -105,6 +191,8 @@ pub enum FinishReason {
     Length,
     /// A safety check refused the request or cut the answer short.
     ContentFilter,
+    /// The model called one or more tools and waits for their results.
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -113,6 +201,7 @@ impl FinishReason {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
             FinishReason::ContentFilter => "content_filter",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }
@@ -155,6 +244,8 @@ pub enum ChatEvent {
         text: String,
         logprobs: Vec<TokenLogprob>,
     },
+    /// A piece of a tool call.
+    ToolCall(ToolCallDelta),
     Done {
         finish_reason: FinishReason,
         usage: Usage,
@@ -173,5 +264,7 @@ pub struct ChatResponse {
     pub usage: Usage,
     /// Present when the request asked for logprobs.
     pub logprobs: Option<Vec<TokenLogprob>>,
+    /// The functions the model called (finish reason `tool_calls`).
+    pub tool_calls: Vec<ToolCall>,
     pub trace: Trace,
 }

@@ -11,13 +11,15 @@ pub mod privacy_config;
 pub mod router;
 pub mod routing;
 pub mod safety;
+pub mod tool_calls;
 pub mod trace;
 
 pub use chat::{
     ChatEvent, ChatRequest, ChatResponse, FinishReason, Message, Role, SamplingParams,
-    TokenLogprob, TopLogprob, Usage,
+    TokenLogprob, Tool, ToolCall, ToolCallDelta, ToolChoice, TopLogprob, Usage,
 };
 pub use error::ModelError;
-pub use model::{collect_response, ChatModel, EventStream, Member, ModelInfo};
+pub use model::{collect_response, response_events, ChatModel, EventStream, Member, ModelInfo};
 pub use safety::{InputScreen, SafetyCategory, ScreenVerdict};
+pub use tool_calls::ToolCallAssembler;
 pub use trace::{GuardTrace, PrivacyTrace, RoutingTrace, SpeculativeTrace, Trace};

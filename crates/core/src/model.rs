@@ -6,7 +6,10 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 
-use crate::{ChatEvent, ChatRequest, ChatResponse, ModelError, TokenLogprob};
+use crate::{
+    ChatEvent, ChatRequest, ChatResponse, ModelError, TokenLogprob, ToolCallAssembler,
+    ToolCallDelta,
+};
 
 /// A stream of events; dropping it cancels the generation.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<ChatEvent, ModelError>> + Send>>;
@@ -54,6 +57,33 @@ pub trait ChatModel: Send + Sync {
     }
 }
 
+/// A whole answer as the events of a stream: its text (with its logprobs), each tool call in one
+/// piece, then the end.
+pub fn response_events(response: ChatResponse) -> Vec<ChatEvent> {
+    let mut events = Vec::with_capacity(2 + response.tool_calls.len());
+    let logprobs = response.logprobs.unwrap_or_default();
+    if !response.text.is_empty() || !logprobs.is_empty() {
+        events.push(ChatEvent::Delta {
+            text: response.text,
+            logprobs,
+        });
+    }
+    for (index, call) in response.tool_calls.into_iter().enumerate() {
+        events.push(ChatEvent::ToolCall(ToolCallDelta {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            id: Some(call.id),
+            name: Some(call.name),
+            arguments: call.arguments,
+        }));
+    }
+    events.push(ChatEvent::Done {
+        finish_reason: response.finish_reason,
+        usage: response.usage,
+        trace: response.trace,
+    });
+    events
+}
+
 /// Drive a stream to the end and assemble the whole answer.
 pub async fn collect_response(
     model_name: &str,
@@ -62,6 +92,7 @@ pub async fn collect_response(
     let mut text = String::new();
     let mut logprobs: Vec<TokenLogprob> = Vec::new();
     let mut any_logprobs = false;
+    let mut tool_calls = ToolCallAssembler::default();
     while let Some(event) = stream.next().await {
         match event? {
             ChatEvent::Delta {
@@ -72,6 +103,7 @@ pub async fn collect_response(
                 any_logprobs |= !lp.is_empty();
                 logprobs.extend(lp);
             }
+            ChatEvent::ToolCall(piece) => tool_calls.push(piece),
             ChatEvent::Done {
                 finish_reason,
                 usage,
@@ -83,6 +115,7 @@ pub async fn collect_response(
                     finish_reason,
                     usage,
                     logprobs: any_logprobs.then_some(logprobs),
+                    tool_calls: tool_calls.finish(),
                     trace,
                 });
             }
@@ -125,6 +158,27 @@ mod tests {
         assert_eq!(response.text, "Hello");
         assert_eq!(response.usage.total_tokens(), 5);
         assert!(response.logprobs.is_none());
+    }
+
+    #[test]
+    fn a_whole_answer_streams_back_to_itself() {
+        let answer = ChatResponse {
+            model: "m".into(),
+            text: "Let me look.".into(),
+            finish_reason: FinishReason::ToolCalls,
+            usage: Usage::default(),
+            logprobs: None,
+            tool_calls: vec![crate::ToolCall {
+                id: "call_9".into(),
+                name: "lookup".into(),
+                arguments: "{\"q\":1}".into(),
+            }],
+            trace: Default::default(),
+        };
+        let events = response_events(answer.clone()).into_iter().map(Ok);
+        let again =
+            futures::executor::block_on(collect_response("m", Box::pin(stream::iter(events))));
+        assert_eq!(again.unwrap_or_else(|e| panic!("{e}")), answer);
     }
 
     #[test]

@@ -25,7 +25,12 @@ pub struct GgufModel {
     /// Texts of the BOS and EOS tokens, read once: every chat request's template needs them.
     bos_text: String,
     eos_text: String,
+    /// Control tokens whose text answers carry: the tool-call tags, which tool parsing reads.
+    preserved: Vec<TokenId>,
 }
+
+/// Tags that are single control tokens in some vocabularies (Qwen2.5) but part of the answer.
+const PRESERVED_TAGS: [&str; 2] = ["<tool_call>", "</tool_call>"];
 
 impl std::fmt::Debug for GgufModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,6 +79,7 @@ impl GgufModel {
             chat_template,
             bos_text: special_text(model, model.vocab().bos()),
             eos_text: special_text(model, model.vocab().eos()),
+            preserved: preserved_tokens(model),
         });
         loaded.insert(key, gguf.clone());
         Ok(gguf)
@@ -129,11 +135,13 @@ impl GgufModel {
             .collect()
     }
 
-    /// The bytes a token stands for (control tokens render as nothing).
+    /// The bytes a token stands for (control tokens render as nothing, except the tool-call
+    /// tags).
     pub fn token_bytes(&self, token: TokenId) -> Vec<u8> {
+        let special = self.preserved.contains(&token);
         self.model
             .vocab()
-            .token_to_piece(LlamaToken(token), false, None)
+            .token_to_piece(LlamaToken(token), special, None)
     }
 
     /// End-of-generation tokens (EOS, end-of-turn such as `<|im_end|>`).
@@ -162,6 +170,20 @@ impl GgufModel {
             .vocab()
             .token_to_piece(LlamaToken(token), true, None)
     }
+}
+
+/// The tokens of [`PRESERVED_TAGS`] that are single tokens of `model`'s vocabulary.
+fn preserved_tokens(model: &LlamaModel) -> Vec<TokenId> {
+    PRESERVED_TAGS
+        .iter()
+        .filter_map(|tag| {
+            let tokens = model.vocab().tokenize(tag.as_bytes(), false, true);
+            match tokens.as_slice() {
+                [only] => Some(only.0),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// The text of a special token such as BOS (control tokens rendered).

@@ -26,6 +26,7 @@ mod speculative_model;
 pub mod steer;
 pub mod template;
 pub mod text;
+pub mod tool_calls;
 
 pub use context::{Context, ContextOptions, Logits, SeqInput, MAX_INVARIANT_ROWS, PREFILL_CHUNK};
 pub use error::EngineError;

@@ -12,6 +12,7 @@ use crate::context::{Context, ContextOptions};
 use crate::queue::Job;
 use crate::sampler::TokenId;
 use crate::scheduler::Scheduler;
+use crate::tool_calls::{self, ToolPlan};
 use crate::{template, EngineError, GgufModel};
 
 /// How to serve a local model.
@@ -92,7 +93,8 @@ impl LocalModel {
     }
 }
 
-/// The prompt tokens a conversation renders to with `model`'s chat template.
+/// The prompt tokens a conversation renders to with `model`'s chat template, with the request's
+/// tools offered and, when a call is required, the answer opened with it.
 pub(crate) fn prompt_tokens(
     model: &GgufModel,
     request: &ChatRequest,
@@ -102,7 +104,14 @@ pub(crate) fn prompt_tokens(
             "messages must not be empty".into(),
         ));
     }
-    Ok(template::prompt_tokens(model, &request.messages)?)
+    match ToolPlan::of(request) {
+        None => Ok(template::prompt_tokens(model, &request.messages)?),
+        Some(plan) => {
+            let mut prompt = template::render_with_tools(model, &request.messages, &request.tools)?;
+            prompt.push_str(&plan.prefill);
+            Ok(template::tokenize_prompt(model, &prompt)?)
+        }
+    }
 }
 
 /// Validate a request against the context window and turn it into a job for an engine thread,
@@ -134,6 +143,7 @@ pub(crate) fn prepare_job(
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
+    let plan = ToolPlan::of(&request);
     let job = Job {
         prompt,
         params: request.params,
@@ -141,7 +151,20 @@ pub(crate) fn prepare_job(
         seed,
         events,
     };
-    Ok((job, Box::pin(UnboundedReceiverStream::new(rx))))
+    let stream: EventStream = Box::pin(UnboundedReceiverStream::new(rx));
+    let stream = match plan {
+        Some(plan) => tool_calls::parse_stream(stream, &plan, call_id(seed)),
+        None => stream,
+    };
+    Ok((job, stream))
+}
+
+/// A request's tool-call id prefix: `call_` and hex digits, unique per process.
+fn call_id(seed: u64) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("call_{:x}{n:x}", seed & 0xffff_ffff)
 }
 
 impl ChatModel for LocalModel {

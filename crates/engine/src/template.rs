@@ -5,21 +5,50 @@
 
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate};
 use minijinja::{context, Environment, Error, ErrorKind};
-use tandem_core::Message;
+use serde_json::{json, Value};
+use tandem_core::{Message, Tool};
 
 use crate::sampler::TokenId;
 use crate::{EngineError, GgufModel};
 
 /// Render `messages` and open the assistant's turn.
 pub fn render(model: &GgufModel, messages: &[Message]) -> Result<String, EngineError> {
+    render_with_tools(model, messages, &[])
+}
+
+/// Render `messages` with `tools` offered (none when empty) and open the assistant's turn. Tools
+/// need a template that renders them in the `<tool_call>` format (Qwen2.5, Hermes).
+pub fn render_with_tools(
+    model: &GgufModel,
+    messages: &[Message],
+    tools: &[Tool],
+) -> Result<String, EngineError> {
     if messages.iter().any(|m| m.content.contains('\0')) {
         return Err(EngineError::InvalidInput(
             "message content must not contain NUL characters".into(),
         ));
     }
+    if !tools.is_empty() && !supports_tools(model) {
+        return Err(EngineError::InvalidInput(format!(
+            "model '{}' cannot call tools: its chat template does not offer them in the \
+             <tool_call> format (Qwen2.5 and Hermes models do)",
+            model.id()
+        )));
+    }
     if let Some(template) = model.chat_template() {
-        match render_jinja(template, messages, model.bos_text(), model.eos_text()) {
+        match render_jinja(
+            template,
+            messages,
+            tools,
+            model.bos_text(),
+            model.eos_text(),
+        ) {
             Ok(prompt) => return Ok(prompt),
+            Err(e) if !tools.is_empty() => {
+                return Err(EngineError::Template(format!(
+                    "the chat template failed with tools: {e}"
+                )))
+            }
             Err(e) => {
                 tracing::debug!("Jinja chat template failed ({e}); using llama.cpp's renderer")
             }
@@ -28,20 +57,58 @@ pub fn render(model: &GgufModel, messages: &[Message]) -> Result<String, EngineE
     render_builtin(model, messages)
 }
 
+/// Whether the model's template offers tools and asks for calls as `<tool_call>` JSON.
+pub fn supports_tools(model: &GgufModel) -> bool {
+    model
+        .chat_template()
+        .is_some_and(|t| t.contains("tools") && t.contains("<tool_call>"))
+}
+
 /// The prompt tokens `messages` render to, the assistant's turn open.
 pub fn prompt_tokens(model: &GgufModel, messages: &[Message]) -> Result<Vec<TokenId>, EngineError> {
-    let prompt = render(model, messages)?;
+    tokenize_prompt(model, &render(model, messages)?)
+}
+
+/// The tokens of a rendered prompt.
+pub fn tokenize_prompt(model: &GgufModel, prompt: &str) -> Result<Vec<TokenId>, EngineError> {
     // The rendered template contains control tokens as text (e.g. <|im_start|>). Templates that
     // write the BOS token themselves must not get a second one.
     let bos = model.bos_text();
     let add_bos = model.adds_bos() && (bos.is_empty() || !prompt.starts_with(bos));
-    Ok(model.tokenize(&prompt, add_bos, true))
+    Ok(model.tokenize(prompt, add_bos, true))
+}
+
+/// A message as templates read it: role and content, plus the calls an assistant made (their
+/// arguments as JSON objects, as Hugging Face passes them) and the call a tool message answers.
+fn message_value(m: &Message) -> Value {
+    let mut value = json!({ "role": m.role.as_str(), "content": m.content });
+    if !m.tool_calls.is_empty() {
+        let calls: Vec<Value> = m
+            .tool_calls
+            .iter()
+            .map(|c| {
+                let arguments = serde_json::from_str::<Value>(&c.arguments)
+                    .unwrap_or_else(|_| Value::String(c.arguments.clone()));
+                json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": { "name": c.name, "arguments": arguments },
+                })
+            })
+            .collect();
+        value["tool_calls"] = Value::Array(calls);
+    }
+    if let Some(id) = &m.tool_call_id {
+        value["tool_call_id"] = json!(id);
+    }
+    value
 }
 
 /// Run a Hugging Face style chat template.
 pub fn render_jinja(
     template: &str,
     messages: &[Message],
+    tools: &[Tool],
     bos_token: &str,
     eos_token: &str,
 ) -> Result<String, Error> {
@@ -54,10 +121,12 @@ pub fn render_jinja(
             Err(Error::new(ErrorKind::InvalidOperation, message))
         },
     );
-    let messages: Vec<_> = messages
-        .iter()
-        .map(|m| context! { role => m.role.as_str(), content => m.content.as_str() })
-        .collect();
+    let messages: Vec<Value> = messages.iter().map(message_value).collect();
+    let tools = if tools.is_empty() {
+        minijinja::Value::UNDEFINED
+    } else {
+        minijinja::Value::from_serialize(tools.iter().map(|t| &t.definition).collect::<Vec<_>>())
+    };
     env.render_str(
         template,
         context! {
@@ -65,7 +134,7 @@ pub fn render_jinja(
             add_generation_prompt => true,
             bos_token => bos_token,
             eos_token => eos_token,
-            tools => minijinja::Value::UNDEFINED,
+            tools => tools,
         },
     )
 }
@@ -98,7 +167,7 @@ mod tests {
 
     #[test]
     fn renders_default_system_prompt_and_generation_prompt() {
-        let out = render_jinja(CHATML_WITH_DEFAULT, &[Message::user("  hi  ")], "", "")
+        let out = render_jinja(CHATML_WITH_DEFAULT, &[Message::user("  hi  ")], &[], "", "")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             out,
@@ -107,6 +176,7 @@ mod tests {
         let out = render_jinja(
             CHATML_WITH_DEFAULT,
             &[Message::system("Be terse."), Message::user("x")],
+            &[],
             "",
             "",
         )
@@ -118,9 +188,9 @@ mod tests {
     fn raise_exception_is_an_error() {
         let t =
             "{% if messages[0].role != 'user' %}{{ raise_exception('user first') }}{% endif %}ok";
-        assert!(render_jinja(t, &[Message::assistant("x")], "", "").is_err());
+        assert!(render_jinja(t, &[Message::assistant("x")], &[], "", "").is_err());
         assert_eq!(
-            render_jinja(t, &[Message::user("x")], "", "")
+            render_jinja(t, &[Message::user("x")], &[], "", "")
                 .ok()
                 .as_deref(),
             Some("ok")

@@ -25,11 +25,7 @@ fn model(parallel: u32) -> LocalModel {
 }
 
 fn request(text: &str, params: SamplingParams) -> ChatRequest {
-    ChatRequest {
-        model: "tiny".into(),
-        messages: vec![Message::user(text)],
-        params,
-    }
+    ChatRequest::new("tiny", vec![Message::user(text)]).with_params(params)
 }
 
 #[tokio::test]
@@ -154,6 +150,7 @@ async fn streamed_deltas_are_whole_characters() {
                 assert!(!t.contains('\u{FFFD}'), "broken character in {t:?}");
                 text.push_str(&t);
             }
+            ChatEvent::ToolCall(_) => panic!("no tools were offered"),
             ChatEvent::Done { .. } => done = true,
         }
     }
@@ -218,11 +215,7 @@ async fn oversize_requests_are_rejected() {
         matches!(err, ModelError::ContextOverflow { limit: 1024, .. }),
         "{err}"
     );
-    let empty = ChatRequest {
-        model: "tiny".into(),
-        messages: vec![],
-        params: SamplingParams::greedy(4),
-    };
+    let empty = ChatRequest::new("tiny", vec![]).with_params(SamplingParams::greedy(4));
     assert!(matches!(
         m.complete(empty).await,
         Err(ModelError::InvalidRequest(_))

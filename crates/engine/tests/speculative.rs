@@ -209,11 +209,7 @@ fn options() -> SpeculativeOptions {
 }
 
 fn request(text: &str, params: SamplingParams) -> ChatRequest {
-    ChatRequest {
-        model: "fast".into(),
-        messages: vec![Message::user(text)],
-        params,
-    }
+    ChatRequest::new("fast", vec![Message::user(text)]).with_params(params)
 }
 
 fn self_paired(path: &Path, mode: DraftMode) -> SpeculativeModel {
@@ -274,6 +270,7 @@ async fn streams_text_and_reports_acceptance() {
     while let Some(event) = events.next().await {
         match event.unwrap() {
             ChatEvent::Delta { text, .. } => deltas += usize::from(!text.is_empty()),
+            ChatEvent::ToolCall(_) => panic!("no tools were offered"),
             ChatEvent::Done {
                 finish_reason,
                 usage,

@@ -16,9 +16,9 @@ use futures::future::BoxFuture;
 use futures::{stream, StreamExt};
 use tandem_core::config::GuardModelConfig;
 use tandem_core::{
-    collect_response, ChatEvent, ChatModel, ChatRequest, ChatResponse, EventStream, FinishReason,
-    GuardTrace, InputScreen, Member, ModelError, ModelInfo, Role, SafetyCategory, ScreenVerdict,
-    Trace, Usage,
+    collect_response, response_events, ChatEvent, ChatModel, ChatRequest, ChatResponse,
+    EventStream, FinishReason, GuardTrace, InputScreen, Member, ModelError, ModelInfo, Role,
+    SafetyCategory, ScreenVerdict, Trace, Usage,
 };
 use tandem_privacy::recognizers::Recognizers;
 
@@ -219,17 +219,8 @@ impl GuardModel {
             Route::To(member) => member,
         };
         let answer = member.model.complete(addressed(&request, &member)).await?;
-        let events: EventStream = Box::pin(stream::iter([
-            Ok(ChatEvent::Delta {
-                text: answer.text,
-                logprobs: answer.logprobs.unwrap_or_default(),
-            }),
-            Ok(ChatEvent::Done {
-                finish_reason: answer.finish_reason,
-                usage: answer.usage,
-                trace: answer.trace,
-            }),
-        ]));
+        let events: EventStream =
+            Box::pin(stream::iter(response_events(answer).into_iter().map(Ok)));
         collect_response(&name, self.finish(&request, events, guard)).await
     }
 }

@@ -107,6 +107,7 @@ async fn streamed(model: &GuardModel, request: ChatRequest) -> (Vec<String>, Cha
     while let Some(event) = events.next().await {
         match event.unwrap() {
             ChatEvent::Delta { text, .. } => deltas.push(text),
+            ChatEvent::ToolCall(_) => panic!("no tools were offered"),
             ChatEvent::Done {
                 finish_reason,
                 usage,
@@ -118,6 +119,7 @@ async fn streamed(model: &GuardModel, request: ChatRequest) -> (Vec<String>, Cha
                     finish_reason,
                     usage,
                     logprobs: None,
+                    tool_calls: Vec::new(),
                     trace,
                 };
                 return (deltas, response);

@@ -17,7 +17,7 @@ use std::time::Instant;
 use futures::{stream, StreamExt};
 use tandem_core::{
     ChatEvent, ChatModel, ChatRequest, ChatResponse, EventStream, Member, Message, ModelError,
-    ModelInfo, PrivacyTrace, Role, Trace,
+    ModelInfo, PrivacyTrace, Role, ToolCallDelta, Trace,
 };
 
 use crate::detector::Detector;
@@ -296,7 +296,13 @@ impl PrivacyModel {
             }
         };
         trace.upstream_ms = ms(start);
-        let (mut text, missing) = vault.restore_report(&answer.text);
+        let (mut text, mut missing) = vault.restore_report(&answer.text);
+        for call in &mut answer.tool_calls {
+            // A token the answer put only in a call's arguments was restored there.
+            let (_, missing_here) = vault.restore_report(&call.arguments);
+            missing.retain(|token| missing_here.contains(token));
+            call.arguments = vault.restore_tool_arguments(&call.arguments);
+        }
         if self.seek && !missing.is_empty() {
             let start = Instant::now();
             let (sought, found) = seek::seek(&self.local, &vault, &text, &missing).await;
@@ -362,54 +368,107 @@ fn placeholder_names(vault: &Vault) -> Vec<String> {
         .collect()
 }
 
-/// The remote stream with every delta restored; the final event carries the trace.
+/// The remote stream with every delta and tool-call piece restored; the final event carries
+/// the trace.
 fn restored_stream(upstream: EventStream, vault: Arc<Vault>, trace: PrivacyTrace) -> EventStream {
     let start = Instant::now();
-    let mut restorer = StreamRestorer::new(vault);
+    let mut answer = AnswerRestorer::new(vault);
     Box::pin(upstream.flat_map(move |event| {
         let events: Vec<Result<ChatEvent, ModelError>> = match event {
-            Ok(ChatEvent::Delta { text, .. }) => {
-                let out = restorer.push(&text);
-                if out.is_empty() {
-                    vec![]
-                } else {
-                    vec![Ok(ChatEvent::Delta {
-                        text: out,
-                        logprobs: vec![],
-                    })]
-                }
-            }
+            Ok(ChatEvent::Delta { text, .. }) => answer.text(&text).into_iter().map(Ok).collect(),
+            Ok(ChatEvent::ToolCall(piece)) => answer.tool_call(piece).into_iter().map(Ok).collect(),
             Ok(ChatEvent::Done {
                 finish_reason,
                 usage,
                 trace: mut inner,
             }) => {
-                let mut events = Vec::new();
-                let rest = restorer.finish();
-                if !rest.is_empty() {
-                    events.push(Ok(ChatEvent::Delta {
-                        text: rest,
-                        logprobs: vec![],
-                    }));
-                }
-                // The restorer noted every stand-in it met: no second pass over the answer.
-                let missing = restorer.missing();
+                let (mut events, missing) = answer.finish();
                 let mut trace = trace.clone();
                 trace.upstream_ms = ms(start);
                 trace.unrestored = missing.len() as u32;
                 trace.restored = trace.sent_placeholders.len().saturating_sub(missing.len()) as u32;
                 inner.privacy = Some(Box::new(trace));
-                events.push(Ok(ChatEvent::Done {
+                events.push(ChatEvent::Done {
                     finish_reason,
                     usage,
                     trace: inner,
-                }));
-                events
+                });
+                events.into_iter().map(Ok).collect()
             }
             Err(e) => vec![Err(e)],
         };
         stream::iter(events)
     }))
+}
+
+/// Restores a streamed answer: its text, and each tool call's arguments with values
+/// JSON-escaped. Every restorer holds back only what may still become a token.
+struct AnswerRestorer {
+    vault: Arc<Vault>,
+    text: StreamRestorer,
+    /// One per tool call, by index.
+    calls: Vec<(u32, StreamRestorer)>,
+}
+
+impl AnswerRestorer {
+    fn new(vault: Arc<Vault>) -> Self {
+        AnswerRestorer {
+            text: StreamRestorer::new(vault.clone()),
+            vault,
+            calls: Vec::new(),
+        }
+    }
+
+    fn text(&mut self, text: &str) -> Option<ChatEvent> {
+        let out = self.text.push(text);
+        (!out.is_empty()).then(|| ChatEvent::Delta {
+            text: out,
+            logprobs: vec![],
+        })
+    }
+
+    /// The piece with its arguments restored; a piece that only feeds the held-back tail (and
+    /// carries no id or name) emits nothing yet.
+    fn tool_call(&mut self, mut piece: ToolCallDelta) -> Option<ChatEvent> {
+        let at = match self.calls.iter().position(|(i, _)| *i == piece.index) {
+            Some(at) => at,
+            None => {
+                let restorer = StreamRestorer::for_json(self.vault.clone());
+                self.calls.push((piece.index, restorer));
+                self.calls.len() - 1
+            }
+        };
+        piece.arguments = self.calls[at].1.push(&piece.arguments);
+        let says_something =
+            piece.id.is_some() || piece.name.is_some() || !piece.arguments.is_empty();
+        says_something.then_some(ChatEvent::ToolCall(piece))
+    }
+
+    /// The held-back rests, and the tokens seen nowhere in the answer.
+    fn finish(&mut self) -> (Vec<ChatEvent>, Vec<String>) {
+        let mut events = Vec::new();
+        let rest = self.text.finish();
+        if !rest.is_empty() {
+            events.push(ChatEvent::Delta {
+                text: rest,
+                logprobs: vec![],
+            });
+        }
+        for (index, restorer) in &mut self.calls {
+            let arguments = restorer.finish();
+            if !arguments.is_empty() {
+                events.push(ChatEvent::ToolCall(ToolCallDelta {
+                    index: *index,
+                    id: None,
+                    name: None,
+                    arguments,
+                }));
+            }
+            self.text.absorb_found(restorer);
+        }
+        // The restorers noted every stand-in they met: no second pass over the answer.
+        (events, self.text.missing())
+    }
 }
 
 /// Log the audit record: kinds and counts only, never values.

@@ -26,16 +26,28 @@ pub struct StreamRestorer {
     /// The last character consumed, for the word boundary before the next token.
     prev: Option<char>,
     found: Vec<bool>,
+    escape: Escape,
 }
 
 impl StreamRestorer {
     pub fn new(vault: Arc<Vault>) -> Self {
+        Self::with_escape(vault, Escape::None)
+    }
+
+    /// For streamed tool-call `arguments` (JSON text arriving in fragments): values are written
+    /// JSON-escaped, since tokens sit inside string literals.
+    pub fn for_json(vault: Arc<Vault>) -> Self {
+        Self::with_escape(vault, Escape::Json)
+    }
+
+    fn with_escape(vault: Arc<Vault>, escape: Escape) -> Self {
         let found = vec![false; vault.len()];
         StreamRestorer {
             vault,
             pending: String::new(),
             prev: None,
             found,
+            escape,
         }
     }
 
@@ -63,6 +75,14 @@ impl StreamRestorer {
         self.vault.missing(&self.found)
     }
 
+    /// Counts the tokens `other` saw as seen here too (an answer's text and its tool calls are
+    /// restored by separate restorers).
+    pub fn absorb_found(&mut self, other: &StreamRestorer) {
+        for (mine, theirs) in self.found.iter_mut().zip(&other.found) {
+            *mine |= *theirs;
+        }
+    }
+
     fn drain(&mut self, at_end: bool) -> String {
         let mut out = String::with_capacity(self.pending.len());
         let consumed = scan(
@@ -72,7 +92,7 @@ impl StreamRestorer {
             at_end,
             &mut out,
             &mut self.found,
-            Escape::None,
+            self.escape,
         );
         self.pending.drain(..consumed);
         out

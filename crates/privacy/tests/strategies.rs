@@ -9,7 +9,8 @@ use std::sync::{Arc, OnceLock};
 use futures::future::BoxFuture;
 use tandem_core::config::RemoteModelConfig;
 use tandem_core::{
-    collect_response, ChatModel, ChatRequest, Member, Message, ModelError, SamplingParams,
+    collect_response, ChatModel, ChatRequest, ChatResponse, FinishReason, Member, Message,
+    ModelError, SamplingParams, Tool, ToolCall,
 };
 use tandem_engine::{LocalModel, LocalModelOptions};
 use tandem_privacy::detector::{Detector, DetectorOptions};
@@ -145,6 +146,100 @@ async fn redact_sends_no_structured_value_and_restores_the_stream_exactly() {
             assert!(!audit.contains(value));
         }
     }
+}
+
+fn with_tool(mut request: ChatRequest) -> ChatRequest {
+    request.tools = vec![Tool {
+        name: "file_complaint".into(),
+        definition: serde_json::json!({"type": "function", "function": {
+            "name": "file_complaint",
+            "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}}}),
+    }];
+    request
+}
+
+/// The `text` argument of the answer's only call.
+fn call_text(answer: &ChatResponse) -> String {
+    assert_eq!(answer.finish_reason, FinishReason::ToolCalls, "{answer:?}");
+    assert_eq!(answer.tool_calls.len(), 1, "{answer:?}");
+    let arguments: serde_json::Value =
+        serde_json::from_str(&answer.tool_calls[0].arguments).expect("valid JSON arguments");
+    arguments["text"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn redact_restores_tool_call_arguments_streamed_and_whole() {
+    // The value with a quote and a backslash must come back JSON-escaped, once.
+    let text = format!("{TEXT} Sign it \"J. \\ Doe\" <jane.doe@example.com>.");
+    for replacement in [Replacement::Placeholder, Replacement::Surrogate] {
+        let (remote, recorded) = echo_remote().await;
+        let model = strategy(PrivacyMode::Redact, rules_only(), replacement, remote);
+        let streamed = collect_response("private", model.stream(with_tool(request(&text))))
+            .await
+            .unwrap();
+        let whole = model.complete(with_tool(request(&text))).await.unwrap();
+        let body = sent(&recorded);
+        for value in VALUES {
+            assert!(
+                !body.contains(value),
+                "{replacement:?}: {value} left: {body}"
+            );
+        }
+        assert!(body.contains("file_complaint"), "the tools went upstream");
+        for answer in [&streamed, &whole] {
+            assert_eq!(call_text(answer), text, "{replacement:?}");
+            assert_eq!(answer.tool_calls[0].name, "file_complaint");
+            let trace = answer.trace.privacy.as_ref().expect("privacy trace");
+            assert_eq!(trace.unrestored, 0, "{replacement:?}: {trace:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn earlier_tool_calls_and_results_are_pseudonymized_and_the_answer_restored() {
+    let (remote, recorded) = echo_remote().await;
+    let model = strategy(
+        PrivacyMode::Redact,
+        rules_only(),
+        Replacement::Placeholder,
+        remote,
+    );
+    let result = "Refund sent to card 4454794511390933; receipt mailed to jane.doe@example.com.";
+    let mut conversation = with_tool(request(TEXT));
+    conversation.messages.push(Message {
+        tool_calls: vec![ToolCall {
+            id: "call_1".into(),
+            name: "file_complaint".into(),
+            arguments: serde_json::json!({"text": TEXT, "card": 4454794511390933u64}).to_string(),
+        }],
+        ..Message::assistant("")
+    });
+    conversation.messages.push(Message::tool("call_1", result));
+    let answer = collect_response("private", model.stream(conversation))
+        .await
+        .unwrap();
+    let body = sent(&recorded);
+    for value in VALUES {
+        assert!(!body.contains(value), "{value} left the device: {body}");
+    }
+    // The same value has the same placeholder in the user's text, the call and the result.
+    let sent: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let call_arguments = sent["messages"][1]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    assert!(
+        call_arguments.contains("[CREDIT_CARD_1]"),
+        "{call_arguments}"
+    );
+    assert!(serde_json::from_str::<serde_json::Value>(call_arguments).is_ok());
+    assert_eq!(sent["messages"][2]["tool_call_id"], "call_1");
+    assert!(sent["messages"][2]["content"]
+        .as_str()
+        .unwrap()
+        .contains("[CREDIT_CARD_1]"));
+    // The echo answers with the tool result: it comes back whole.
+    assert_eq!(answer.text, result);
+    assert_eq!(answer.finish_reason, FinishReason::Stop);
 }
 
 #[tokio::test]

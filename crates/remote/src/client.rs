@@ -300,7 +300,19 @@ impl Inner {
                 status: None,
                 message: "the answer has no choices".into(),
             })?;
-        let text = choice.message.and_then(|m| m.content).unwrap_or_default();
+        let (text, tool_calls) = match choice.message {
+            Some(message) => (
+                message.content.unwrap_or_default(),
+                message
+                    .tool_calls
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, c)| c.into_call(i))
+                    .collect(),
+            ),
+            None => (String::new(), Vec::new()),
+        };
         // Without upstream usage, both sides are estimated at ~4 characters per token.
         let usage = completion.usage.map(Usage::from).unwrap_or_else(|| Usage {
             prompt_tokens: wire::estimate_prompt_tokens(&request),
@@ -318,6 +330,7 @@ impl Inner {
                 .logprobs
                 .then(|| choice.logprobs.map(|l| l.into_core()).unwrap_or_default()),
             text,
+            tool_calls,
             trace: Default::default(),
         })
     }
@@ -365,8 +378,9 @@ async fn step(phase: Phase) -> Option<(Result<ChatEvent, ModelError>, Phase)> {
         },
     };
     match reader.next_event().await {
-        Ok(delta @ ChatEvent::Delta { .. }) => Some((Ok(delta), Phase::Read(reader))),
-        other => Some((other, Phase::Finished)),
+        Ok(done @ ChatEvent::Done { .. }) => Some((Ok(done), Phase::Finished)),
+        Ok(event) => Some((Ok(event), Phase::Read(reader))),
+        Err(e) => Some((Err(e), Phase::Finished)),
     }
 }
 
@@ -378,6 +392,8 @@ struct SseReader {
     parser: SseParser,
     /// `data` payloads parsed but not yet turned into events.
     pending: VecDeque<String>,
+    /// Events of the last payload not yet returned (one payload may hold text and tool calls).
+    ready: VecDeque<ChatEvent>,
     eof: bool,
     finish_reason: Option<FinishReason>,
     usage: Option<Usage>,
@@ -396,6 +412,7 @@ impl SseReader {
             response,
             parser: SseParser::new(),
             pending: VecDeque::new(),
+            ready: VecDeque::new(),
             eof: false,
             finish_reason: None,
             usage: None,
@@ -405,13 +422,14 @@ impl SseReader {
 
     async fn next_event(&mut self) -> Result<ChatEvent, ModelError> {
         loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(event);
+            }
             if let Some(data) = self.pending.pop_front() {
                 if data.trim() == "[DONE]" {
                     return self.done(true);
                 }
-                if let Some(delta) = self.apply(&data)? {
-                    return Ok(delta);
-                }
+                self.apply(&data)?;
                 continue;
             }
             if self.eof {
@@ -436,8 +454,9 @@ impl SseReader {
         }
     }
 
-    /// Fold one chunk into the state; returns a delta when it carries text or logprobs.
-    fn apply(&mut self, data: &str) -> Result<Option<ChatEvent>, ModelError> {
+    /// Fold one chunk into the state; queues a delta when it carries text or logprobs, and a
+    /// tool-call event per piece of a call.
+    fn apply(&mut self, data: &str) -> Result<(), ModelError> {
         let chunk: Chunk = serde_json::from_str(data).map_err(|e| ModelError::Upstream {
             status: None,
             message: format!("invalid stream chunk ({e}): {}", wire::error_message(data)),
@@ -452,20 +471,30 @@ impl SseReader {
             self.usage = Some(usage.into());
         }
         let Some(choice) = chunk.choices.into_iter().next() else {
-            return Ok(None);
+            return Ok(());
         };
         if let Some(reason) = choice.finish_reason {
             self.finish_reason = Some(wire::finish_reason(&reason));
         }
-        let text = choice.delta.and_then(|d| d.content).unwrap_or_default();
+        let (text, tool_calls) = match choice.delta {
+            Some(delta) => (
+                delta.content.unwrap_or_default(),
+                delta.tool_calls.unwrap_or_default(),
+            ),
+            None => (String::new(), Vec::new()),
+        };
         let logprobs = choice.logprobs.map(|l| l.into_core()).unwrap_or_default();
-        if !text.is_empty() {
+        if !text.is_empty() || !tool_calls.is_empty() {
             self.content_chunks += 1;
         }
-        if text.is_empty() && logprobs.is_empty() {
-            return Ok(None);
+        if !text.is_empty() || !logprobs.is_empty() {
+            self.ready.push_back(ChatEvent::Delta { text, logprobs });
         }
-        Ok(Some(ChatEvent::Delta { text, logprobs }))
+        for (position, piece) in tool_calls.into_iter().enumerate() {
+            self.ready
+                .push_back(ChatEvent::ToolCall(piece.into_delta(position)));
+        }
+        Ok(())
     }
 
     fn done(&self, saw_done_marker: bool) -> Result<ChatEvent, ModelError> {

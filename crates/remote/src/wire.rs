@@ -4,7 +4,9 @@
 //! "OpenAI-compatible" servers (vLLM, llama.cpp, Ollama, proxies) differ in what they fill in.
 
 use serde::{Deserialize, Serialize};
-use tandem_core::{ChatRequest, FinishReason, TokenLogprob, TopLogprob, Usage};
+use tandem_core::{
+    ChatRequest, FinishReason, TokenLogprob, ToolCall, ToolCallDelta, ToolChoice, TopLogprob, Usage,
+};
 
 /// Request body of `POST /chat/completions`.
 #[derive(Debug, Serialize)]
@@ -31,12 +33,48 @@ pub struct WireRequest<'a> {
     pub stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct WireMessage<'a> {
     pub role: &'static str,
     pub content: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<OutgoingToolCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<&'a str>,
+}
+
+/// A call of an earlier assistant turn, as sent back with the conversation.
+#[derive(Debug, Serialize)]
+pub struct OutgoingToolCall<'a> {
+    pub id: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: OutgoingFunction<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OutgoingFunction<'a> {
+    pub name: &'a str,
+    pub arguments: &'a str,
+}
+
+fn tool_choice_json(choice: &ToolChoice) -> serde_json::Value {
+    match choice {
+        ToolChoice::None => "none".into(),
+        ToolChoice::Auto => "auto".into(),
+        ToolChoice::Required => "required".into(),
+        ToolChoice::Function(name) => {
+            serde_json::json!({ "type": "function", "function": { "name": name } })
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -56,6 +94,19 @@ impl<'a> WireRequest<'a> {
                 .map(|m| WireMessage {
                     role: m.role.as_str(),
                     content: &m.content,
+                    tool_calls: m
+                        .tool_calls
+                        .iter()
+                        .map(|c| OutgoingToolCall {
+                            id: &c.id,
+                            kind: "function",
+                            function: OutgoingFunction {
+                                name: &c.name,
+                                arguments: &c.arguments,
+                            },
+                        })
+                        .collect(),
+                    tool_call_id: m.tool_call_id.as_deref(),
                 })
                 .collect(),
             max_tokens: p.max_tokens,
@@ -71,6 +122,9 @@ impl<'a> WireRequest<'a> {
             stream_options: stream.then_some(StreamOptions {
                 include_usage: true,
             }),
+            tools: request.tools.iter().map(|t| &t.definition).collect(),
+            tool_choice: request.tool_choice.as_ref().map(tool_choice_json),
+            parallel_tool_calls: request.parallel_tool_calls,
         }
     }
 }
@@ -121,6 +175,68 @@ pub struct ChunkChoice {
 pub struct WireContent {
     #[serde(default)]
     pub content: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<IncomingToolCall>>,
+}
+
+/// A tool call of a message, or a piece of one in a delta: every field optional, since a delta
+/// piece carries only what is new.
+#[derive(Debug, Deserialize)]
+pub struct IncomingToolCall {
+    #[serde(default)]
+    pub index: Option<u32>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub function: Option<IncomingFunction>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IncomingFunction {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A string per OpenAI; some servers (Ollama) send the JSON object itself.
+    #[serde(default)]
+    pub arguments: Option<serde_json::Value>,
+}
+
+impl IncomingToolCall {
+    fn arguments(&self) -> String {
+        match self.function.as_ref().and_then(|f| f.arguments.as_ref()) {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        }
+    }
+
+    fn name(&self) -> Option<String> {
+        self.function.as_ref().and_then(|f| f.name.clone())
+    }
+
+    /// A whole call of a non-streamed message (the `position`-th).
+    pub fn into_call(self, position: usize) -> ToolCall {
+        let arguments = self.arguments();
+        ToolCall {
+            name: self.name().unwrap_or_default(),
+            id: self
+                .id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(|| format!("call_{position}")),
+            arguments,
+        }
+    }
+
+    /// A piece of a streamed call; servers that omit `index` send one call per chunk list.
+    pub fn into_delta(self, position: usize) -> ToolCallDelta {
+        ToolCallDelta {
+            index: self
+                .index
+                .unwrap_or_else(|| u32::try_from(position).unwrap_or(u32::MAX)),
+            arguments: self.arguments(),
+            name: self.name(),
+            id: self.id,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,12 +304,14 @@ impl WireLogprobs {
     }
 }
 
-/// "length" means the token budget ran out and "content_filter" that the upstream's filter
-/// stopped it; every other reason ("stop", "eos", "tool_calls", ...) ends the answer normally.
+/// "length" means the token budget ran out, "content_filter" that the upstream's filter stopped
+/// it, "tool_calls" (or the older "function_call") that it waits for tool results; every other
+/// reason ("stop", "eos", ...) ends the answer normally.
 pub fn finish_reason(reason: &str) -> FinishReason {
     match reason {
         "length" => FinishReason::Length,
         "content_filter" => FinishReason::ContentFilter,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
         _ => FinishReason::Stop,
     }
 }
@@ -326,7 +444,8 @@ mod tests {
     fn finish_reasons() {
         assert_eq!(finish_reason("length"), FinishReason::Length);
         assert_eq!(finish_reason("stop"), FinishReason::Stop);
-        assert_eq!(finish_reason("tool_calls"), FinishReason::Stop);
+        assert_eq!(finish_reason("tool_calls"), FinishReason::ToolCalls);
+        assert_eq!(finish_reason("eos"), FinishReason::Stop);
     }
 
     #[test]

@@ -219,6 +219,16 @@ fn queue_event(s: &mut SseState, event: ChatEvent) {
                 None,
             ));
         }
+        ChatEvent::ToolCall(piece) => {
+            s.queued.push_back(openai::chunk_json(
+                &s.id,
+                s.created,
+                &s.name,
+                openai::tool_call_delta_json(&piece),
+                None,
+                None,
+            ));
+        }
         ChatEvent::Done {
             finish_reason,
             usage,

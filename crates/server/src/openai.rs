@@ -4,7 +4,8 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tandem_core::{
-    ChatRequest, ChatResponse, Message, Role, SamplingParams, TokenLogprob, Trace, Usage,
+    ChatRequest, ChatResponse, Message, Role, SamplingParams, TokenLogprob, Tool, ToolCall,
+    ToolCallDelta, ToolChoice, Trace, Usage,
 };
 
 use crate::ApiError;
@@ -29,12 +30,32 @@ struct WireRequest {
     #[serde(default)]
     stream: bool,
     stream_options: Option<StreamOptions>,
+    tools: Option<Vec<Value>>,
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 struct WireMessage {
     role: String,
     content: Option<Content>,
+    tool_calls: Option<Vec<WireToolCall>>,
+    tool_call_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireToolCall {
+    id: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    function: WireFunctionCall,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireFunctionCall {
+    name: String,
+    #[serde(default)]
+    arguments: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +184,11 @@ pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, ApiError> {
             Some("stop"),
         ));
     }
+    let tools = parse_tools(wire.tools.unwrap_or_default())?;
+    let tool_choice = wire
+        .tool_choice
+        .map(|c| parse_tool_choice(&c, &tools))
+        .transpose()?;
     let logprobs = wire.logprobs.unwrap_or(false);
     let top_logprobs = wire.top_logprobs.unwrap_or(0);
     if top_logprobs > 20 {
@@ -191,6 +217,9 @@ pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, ApiError> {
                 logprobs,
                 top_logprobs,
             },
+            tools,
+            tool_choice,
+            parallel_tool_calls: wire.parallel_tool_calls,
         },
         stream: wire.stream,
         include_usage: wire.stream_options.is_some_and(|o| o.include_usage),
@@ -235,7 +264,149 @@ fn parse_message(index: usize, m: WireMessage) -> Result<Message, ApiError> {
             ))
         }
     };
-    Ok(Message { role, content })
+    let tool_calls = match m.tool_calls {
+        Some(calls) if role != Role::Assistant && !calls.is_empty() => {
+            return Err(ApiError::invalid(
+                format!("messages[{index}]: only assistant messages can have tool_calls"),
+                Some("messages"),
+            ))
+        }
+        Some(calls) => calls
+            .into_iter()
+            .map(|c| parse_tool_call(index, c))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let tool_call_id = m.tool_call_id.filter(|id| !id.is_empty());
+    if role == Role::Tool && tool_call_id.is_none() {
+        return Err(ApiError::invalid(
+            format!("messages[{index}]: a tool message needs the tool_call_id it answers"),
+            Some("messages"),
+        ));
+    }
+    Ok(Message {
+        role,
+        content,
+        tool_calls,
+        tool_call_id,
+    })
+}
+
+fn parse_tool_call(index: usize, call: WireToolCall) -> Result<ToolCall, ApiError> {
+    if call.kind.as_deref().is_some_and(|k| k != "function") {
+        return Err(ApiError::invalid(
+            format!("messages[{index}].tool_calls: only calls of type 'function' are supported"),
+            Some("messages"),
+        ));
+    }
+    Ok(ToolCall {
+        id: call.id,
+        name: call.function.name,
+        arguments: call.function.arguments,
+    })
+}
+
+/// Longest function name OpenAI accepts.
+const MAX_FUNCTION_NAME: usize = 64;
+
+/// Each tool must be `{"type": "function", "function": {"name": ...}}` with a name of letters,
+/// digits, `_` and `-`; the definition is kept whole.
+fn parse_tools(tools: Vec<Value>) -> Result<Vec<Tool>, ApiError> {
+    let mut parsed: Vec<Tool> = Vec::with_capacity(tools.len());
+    for (i, definition) in tools.into_iter().enumerate() {
+        let invalid = |what: &str| ApiError::invalid(format!("tools[{i}]: {what}"), Some("tools"));
+        if definition.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(invalid("only tools of type 'function' are supported"));
+        }
+        let name = definition
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("function.name is missing"))?;
+        let valid = !name.is_empty()
+            && name.len() <= MAX_FUNCTION_NAME
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(invalid(&format!(
+                "function name '{name}' must be 1-{MAX_FUNCTION_NAME} letters, digits, '_' or '-'"
+            )));
+        }
+        if parsed.iter().any(|t| t.name == name) {
+            return Err(invalid(&format!("function '{name}' is defined twice")));
+        }
+        parsed.push(Tool {
+            name: name.to_string(),
+            definition,
+        });
+    }
+    Ok(parsed)
+}
+
+fn parse_tool_choice(choice: &Value, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
+    let invalid = |what: String| ApiError::invalid(what, Some("tool_choice"));
+    let parsed = match choice {
+        Value::String(s) => match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(invalid(format!(
+                    "tool_choice '{other}' is invalid; expected none, auto, required or a function"
+                )))
+            }
+        },
+        Value::Object(_) => {
+            let name = choice
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    invalid("tool_choice must name a function: {\"type\": \"function\", \"function\": {\"name\": ...}}".into())
+                })?;
+            if !tools.iter().any(|t| t.name == name) {
+                return Err(invalid(format!(
+                    "tool_choice names function '{name}', which is not in tools"
+                )));
+            }
+            ToolChoice::Function(name.to_string())
+        }
+        _ => return Err(invalid("tool_choice must be a string or an object".into())),
+    };
+    if tools.is_empty() && matches!(parsed, ToolChoice::Required | ToolChoice::Function(_)) {
+        return Err(invalid("tool_choice requires tools".into()));
+    }
+    Ok(parsed)
+}
+
+/// `tool_calls` as OpenAI writes them in a message.
+pub fn tool_calls_json(calls: &[ToolCall]) -> Value {
+    calls
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "type": "function",
+                "function": { "name": c.name, "arguments": c.arguments },
+            })
+        })
+        .collect()
+}
+
+/// The `delta` of a stream chunk carrying a piece of a tool call: the first piece of a call has
+/// its id, type and name; later ones only the index and more arguments.
+pub fn tool_call_delta_json(piece: &ToolCallDelta) -> Value {
+    let mut function = json!({ "arguments": piece.arguments });
+    if let Some(name) = &piece.name {
+        function["name"] = json!(name);
+    }
+    let mut call = json!({ "index": piece.index, "function": function });
+    if let Some(id) = &piece.id {
+        call["id"] = json!(id);
+        call["type"] = json!("function");
+    }
+    json!({ "tool_calls": [call] })
 }
 
 pub fn usage_json(usage: &Usage) -> Value {
@@ -274,11 +445,24 @@ pub fn completion_json(id: &str, created: u64, model: &str, response: &ChatRespo
         "model": model,
         "choices": [{
             "index": 0,
-            "message": { "role": "assistant", "content": response.text },
+            "message": message_json(response),
             "logprobs": response.logprobs.as_deref().map(logprobs_json),
             "finish_reason": response.finish_reason.as_str(),
         }],
         "usage": usage_json(&response.usage),
+    })
+}
+
+/// The answer's `message`: content is null when the model only called tools, as OpenAI sends it.
+fn message_json(response: &ChatResponse) -> Value {
+    if response.tool_calls.is_empty() {
+        return json!({ "role": "assistant", "content": response.text });
+    }
+    let content = (!response.text.is_empty()).then_some(response.text.as_str());
+    json!({
+        "role": "assistant",
+        "content": content,
+        "tool_calls": tool_calls_json(&response.tool_calls),
     })
 }
 

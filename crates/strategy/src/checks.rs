@@ -234,6 +234,7 @@ mod tests {
                     })
                     .collect(),
             }]),
+            tool_calls: Vec::new(),
             trace: Default::default(),
         }
     }

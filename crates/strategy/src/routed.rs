@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use futures::{stream, StreamExt};
 use tandem_core::{
-    ChatEvent, ChatModel, ChatRequest, ChatResponse, EventStream, Member, ModelError, ModelInfo,
-    RoutingTrace, Trace,
+    response_events, ChatEvent, ChatModel, ChatRequest, ChatResponse, EventStream, Member,
+    ModelError, ModelInfo, RoutingTrace, Trace,
 };
 
 use crate::checks::{self, Check};
@@ -308,26 +308,13 @@ fn small_answer_events(
     mut trace: RoutingTrace,
 ) -> EventStream {
     trace.answered_by = small.to_string();
-    let logprobs = if client_logprobs {
-        answer.logprobs.unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    let events = vec![
-        Ok(ChatEvent::Delta {
-            text: answer.text,
-            logprobs,
-        }),
-        Ok(ChatEvent::Done {
-            finish_reason: answer.finish_reason,
-            usage: answer.usage,
-            trace: Trace {
-                routing: Some(Box::new(trace)),
-                ..answer.trace
-            },
-        }),
-    ];
-    Box::pin(stream::iter(events))
+    let mut answer = answer;
+    if !client_logprobs {
+        // The check asked for them; the client did not.
+        answer.logprobs = None;
+    }
+    answer.trace.routing = Some(Box::new(trace));
+    Box::pin(stream::iter(response_events(answer).into_iter().map(Ok)))
 }
 
 impl ChatModel for RoutedModel {

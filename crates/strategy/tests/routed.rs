@@ -300,6 +300,7 @@ async fn streaming_ends_with_the_trace_and_empty_requests_are_refused() {
     while let Some(event) = events.next().await {
         match event.unwrap() {
             ChatEvent::Delta { text: t, .. } => text.push_str(&t),
+            ChatEvent::ToolCall(_) => panic!("no tools were offered"),
             ChatEvent::Done { trace, .. } => routing = trace.routing,
         }
     }

@@ -77,6 +77,8 @@ impl State {
                     Err(e) => self.fail(e),
                 }
             }
+            // Tool-call arguments are not audited yet: they pass as the model wrote them.
+            Some(Ok(piece @ ChatEvent::ToolCall(_))) => self.queue.push_back(Ok(piece)),
             Some(Ok(ChatEvent::Done {
                 finish_reason,
                 usage,

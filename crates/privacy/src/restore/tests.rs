@@ -297,6 +297,24 @@ fn tool_arguments_stay_valid_json() {
 }
 
 #[test]
+fn streamed_tool_arguments_parse_as_the_whole_restoration_at_every_split() {
+    let vault = Arc::new(people());
+    let args = r#"{"to": "[ADDRESS_1]", "names": ["[PERSON_1]", "hi PERSON_2"], "card": "[CREDIT_CARD_1]"}"#;
+    let whole: serde_json::Value =
+        serde_json::from_str(&vault.restore_tool_arguments(args)).unwrap_or_default();
+    assert_eq!(whole["to"], "Václavské nám. 1\nPraha \"1\"");
+    for split in (1..args.len()).filter(|&i| args.is_char_boundary(i)) {
+        let mut restorer = StreamRestorer::for_json(Arc::clone(&vault));
+        let mut out = restorer.push(&args[..split]);
+        out.push_str(&restorer.push(&args[split..]));
+        out.push_str(&restorer.finish());
+        let streamed: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        assert_eq!(streamed, whole, "split at {split}: {out}");
+        assert!(restorer.missing().len() <= 1, "{:?}", restorer.missing());
+    }
+}
+
+#[test]
 fn partial_tool_arguments_get_escaped_values() {
     let vault = people();
     let partial = r#"{"to": "[ADDRESS_1]", "name": "[PERSON_1]"#;
