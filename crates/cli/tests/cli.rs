@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use tandem_core::config::RemoteModelConfig;
-use tandem_core::{ChatModel, ChatRequest, Message, SamplingParams};
+use tandem_core::{ChatModel, ChatRequest, FinishReason, Message, SamplingParams, Tool};
 use tandem_remote::RemoteModel;
 
 const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
@@ -123,16 +123,7 @@ fn serve_answers_remote_clients_and_the_openai_python_client() {
     assert!(!stdout.trim().is_empty());
 
     // The official openai client, streaming.
-    let have_openai = Command::new("python3")
-        .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have_openai {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must install the openai Python package"
-        );
-        eprintln!("skipping the openai-client check: `pip install openai` to run it");
+    if !have_openai_client() {
         return;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_stream.py");
@@ -151,6 +142,103 @@ fn serve_answers_remote_clients_and_the_openai_python_client() {
     assert!(last.starts_with("FINISH "), "{stdout}");
     assert!(!last.contains("USAGE None"), "{stdout}");
     assert!(stdout.len() > last.len() + 2, "no streamed text: {stdout}");
+}
+
+/// A gateway serving the default SLM (Qwen2.5-Coder-0.5B, whose template offers tools).
+fn slm_config(dir: &Path) -> PathBuf {
+    let path = dir.join("tandem.toml");
+    let model = tandem_models::ModelStore::from_env()
+        .and_then(|store| Ok(store.path_for(tandem_models::lookup("qwen2.5-coder-0.5b-instruct")?)))
+        .unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[models.slm]\ntype = \"local\"\nsource = \"{}\"\ncontext = 2048\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn serve_calls_tools_for_tandems_client_and_the_openai_python_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&slm_config(dir.path()));
+    let client = RemoteModel::with_key(
+        "slm",
+        &RemoteModelConfig {
+            base_url: server.base_url.clone(),
+            api_key_env: None,
+            model: "slm".into(),
+            timeout_secs: 60,
+            max_retries: 0,
+            context: None,
+            price: Default::default(),
+        },
+        None,
+    )
+    .unwrap();
+    let mut request = ChatRequest::new(
+        "slm",
+        vec![Message::user(
+            "What is the weather like in Paris right now?",
+        )],
+    )
+    .with_params(SamplingParams::greedy(64));
+    request.tools = vec![Tool {
+        name: "get_weather".into(),
+        definition: serde_json::json!({"type": "function", "function": {
+            "name": "get_weather", "description": "Get the current weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                "required": ["city"]}}}),
+    }];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let whole = runtime.block_on(client.complete(request.clone())).unwrap();
+    let streamed = runtime
+        .block_on(tandem_core::collect_response("slm", client.stream(request)))
+        .unwrap();
+    for answer in [&whole, &streamed] {
+        assert_eq!(answer.finish_reason, FinishReason::ToolCalls, "{answer:?}");
+        assert_eq!(answer.tool_calls.len(), 1, "{answer:?}");
+        assert_eq!(answer.tool_calls[0].name, "get_weather");
+    }
+    assert_eq!(
+        whole.tool_calls[0].arguments,
+        streamed.tool_calls[0].arguments
+    );
+
+    if !have_openai_client() {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_tools.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args([&server.base_url, "slm"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.trim_end().ends_with("OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Whether the openai Python package is installed (CI must have it).
+fn have_openai_client() -> bool {
+    let have = Command::new("python3")
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must install the openai Python package"
+        );
+        eprintln!("skipping the openai-client check: `pip install openai` to run it");
+    }
+    have
 }
 
 #[test]

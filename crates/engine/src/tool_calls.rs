@@ -243,7 +243,8 @@ fn parse_call(body: &str) -> Option<(String, String)> {
 
 /// `events` with tool-call blocks turned into tool-call events; the answer ends with
 /// `tool_calls` when it made any. Logprobs stay with the text they produced; those of a call's
-/// tokens are dropped.
+/// tokens come in a text-less delta just before the call, so that checks reading an answer's
+/// logprobs (the cascade's) see every generated token.
 pub fn parse_stream(events: EventStream, plan: &ToolPlan, call_id: String) -> EventStream {
     let mut parser = ToolCallParser::new(plan);
     let mut logprobs: Vec<TokenLogprob> = Vec::new();
@@ -252,15 +253,19 @@ pub fn parse_stream(events: EventStream, plan: &ToolPlan, call_id: String) -> Ev
             Ok(ChatEvent::Delta { text, logprobs: lp }) => {
                 logprobs.extend(lp);
                 let parsed = parser.push(&text);
-                to_events(parsed, &mut logprobs, parser.in_call, &call_id)
+                to_events(parsed, &mut logprobs, &call_id)
             }
             Ok(ChatEvent::Done {
                 finish_reason,
                 usage,
                 trace,
             }) => {
-                let parsed = parser.finish();
-                let mut out = to_events(parsed, &mut logprobs, false, &call_id);
+                let mut parsed = parser.finish();
+                if !logprobs.is_empty() && parsed.is_empty() {
+                    // Held whitespace that never became content still had its tokens.
+                    parsed.push(Parsed::Text(String::new()));
+                }
+                let mut out = to_events(parsed, &mut logprobs, &call_id);
                 let finish_reason = match finish_reason {
                     FinishReason::Stop if parser.calls() > 0 => FinishReason::ToolCalls,
                     other => other,
@@ -281,10 +286,9 @@ pub fn parse_stream(events: EventStream, plan: &ToolPlan, call_id: String) -> Ev
 fn to_events(
     parsed: Vec<Parsed>,
     logprobs: &mut Vec<TokenLogprob>,
-    in_call: bool,
     call_id: &str,
 ) -> Vec<Result<ChatEvent, tandem_core::ModelError>> {
-    let mut out = Vec::with_capacity(parsed.len());
+    let mut out = Vec::with_capacity(parsed.len() + 1);
     for item in parsed {
         match item {
             Parsed::Text(text) => out.push(Ok(ChatEvent::Delta {
@@ -296,7 +300,12 @@ fn to_events(
                 name,
                 arguments,
             } => {
-                logprobs.clear();
+                if !logprobs.is_empty() {
+                    out.push(Ok(ChatEvent::Delta {
+                        text: String::new(),
+                        logprobs: std::mem::take(logprobs),
+                    }));
+                }
                 out.push(Ok(ChatEvent::ToolCall(ToolCallDelta {
                     index,
                     id: Some(format!("{call_id}_{index}")),
@@ -305,10 +314,6 @@ fn to_events(
                 })));
             }
         }
-    }
-    if in_call {
-        // The tokens of a call still being written are not the content's.
-        logprobs.clear();
     }
     out
 }

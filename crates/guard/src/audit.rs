@@ -100,7 +100,7 @@ pub struct Step {
 
 /// The audit of one answer as it streams.
 pub struct StreamAudit {
-    audit: Audit,
+    audit: Arc<Audit>,
     text: String,
     /// Bytes of `text` released.
     released: usize,
@@ -118,6 +118,10 @@ pub struct StreamAudit {
 
 impl StreamAudit {
     pub fn new(audit: Audit) -> Self {
+        Self::shared(Arc::new(audit))
+    }
+
+    fn shared(audit: Arc<Audit>) -> Self {
         Self {
             audit,
             text: String::new(),
@@ -152,6 +156,12 @@ impl StreamAudit {
         }
         self.finished = true;
         self.advance(true)
+    }
+
+    /// An audit of another text of the same answer (a tool call's arguments), against the same
+    /// request.
+    pub fn sibling(&self) -> StreamAudit {
+        Self::shared(self.audit.clone())
     }
 
     /// A check run outside (the harmful-content screen) tripped: nothing more is released.
@@ -300,7 +310,11 @@ impl StreamAudit {
 
 /// The whole-answer audit: what [`StreamAudit`] releases given all of it at once.
 pub fn audit_text(audit: Audit, text: &str) -> Step {
-    let mut stream = StreamAudit::new(audit);
+    audit_whole(StreamAudit::new(audit), text)
+}
+
+/// `text` through a fresh stream audit at once.
+pub fn audit_whole(mut stream: StreamAudit, text: &str) -> Step {
     let mut step = stream.push(text, Vec::new());
     if step.tripped.is_none() {
         let rest = stream.finish();

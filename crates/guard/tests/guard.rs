@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tandem_core::config::RemoteModelConfig;
 use tandem_core::{
     collect_response, ChatEvent, ChatModel, ChatRequest, ChatResponse, FinishReason, GuardTrace,
-    InputScreen, Member, Message, ModelError, SamplingParams, ScreenVerdict,
+    InputScreen, Member, Message, ModelError, SamplingParams, ScreenVerdict, Tool,
 };
 use tandem_engine::{LocalModel, LocalModelOptions};
 use tandem_guard::model::{Action, GuardModel, GuardOptions};
@@ -266,6 +266,53 @@ async fn a_leaked_system_prompt_is_cut_before_the_client_gets_it() {
     }
     // The upstream answered it: the cut happened on the way back.
     assert_eq!(sent(&recorded).matches("repeat:").count(), 2);
+}
+
+fn with_tool(mut request: ChatRequest) -> ChatRequest {
+    request.tools = vec![Tool {
+        name: "send_message".into(),
+        definition: serde_json::json!({"type": "function",
+            "function": {"name": "send_message", "parameters": {"type": "object"}}}),
+    }];
+    request
+}
+
+#[tokio::test]
+async fn tool_call_arguments_are_audited_before_any_call_is_released() {
+    let (inner, _recorded) = echo_remote().await;
+    let model = guard(rules(), options(Action::Block), inner);
+    // The echo calls the tool with the user's text: here, the system prompt.
+    let leaky = vec![
+        Message::system(SYSTEM),
+        Message::user(format!("repeat: {SYSTEM}")),
+    ];
+    let whole = model
+        .complete(with_tool(request(leaky.clone())))
+        .await
+        .unwrap();
+    let stream = collect_response("guard", model.stream(with_tool(request(leaky))))
+        .await
+        .unwrap();
+    for answer in [whole, stream] {
+        assert_eq!(answer.finish_reason, FinishReason::ContentFilter);
+        assert!(answer.tool_calls.is_empty(), "{answer:?}");
+        assert_eq!(
+            guard_trace(&answer).audit.as_deref(),
+            Some("system_prompt_leak")
+        );
+    }
+    // A clean call is released whole, after the audit.
+    let clean = vec![
+        Message::system(SYSTEM),
+        Message::user("Tell Sam the meeting moved to 3pm."),
+    ];
+    let answer = collect_response("guard", model.stream(with_tool(request(clean))))
+        .await
+        .unwrap();
+    assert_eq!(answer.finish_reason, FinishReason::ToolCalls);
+    assert_eq!(answer.tool_calls.len(), 1);
+    assert!(answer.tool_calls[0].arguments.contains("3pm"));
+    assert_eq!(guard_trace(&answer).audit, None);
 }
 
 #[tokio::test]

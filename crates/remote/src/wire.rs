@@ -412,6 +412,68 @@ mod tests {
     }
 
     #[test]
+    fn tools_and_tool_turns_go_out_as_openai_writes_them() {
+        let definition =
+            serde_json::json!({"type": "function", "function": {"name": "f", "strict": true}});
+        let mut request = ChatRequest::new(
+            "t",
+            vec![
+                Message::user("u"),
+                Message {
+                    tool_calls: vec![ToolCall {
+                        id: "c1".into(),
+                        name: "f".into(),
+                        arguments: "{\"x\":1}".into(),
+                    }],
+                    ..Message::assistant("")
+                },
+                Message::tool("c1", "done"),
+            ],
+        );
+        request.tools = vec![tandem_core::Tool {
+            name: "f".into(),
+            definition: definition.clone(),
+        }];
+        request.tool_choice = Some(ToolChoice::Function("f".into()));
+        let json = serde_json::to_value(WireRequest::new("m", &request, false))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json["tools"], serde_json::json!([definition]));
+        assert_eq!(
+            json["tool_choice"],
+            serde_json::json!({"type": "function", "function": {"name": "f"}})
+        );
+        assert_eq!(
+            json["messages"][1]["tool_calls"],
+            serde_json::json!([{"id": "c1", "type": "function",
+                "function": {"name": "f", "arguments": "{\"x\":1}"}}])
+        );
+        assert_eq!(json["messages"][2]["tool_call_id"], "c1");
+        assert!(json.get("parallel_tool_calls").is_none());
+    }
+
+    #[test]
+    fn incoming_calls_take_object_arguments_and_missing_ids() {
+        let call: IncomingToolCall =
+            serde_json::from_str(r#"{"function": {"name": "f", "arguments": {"city": "Paris"}}}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let call = call.into_call(2);
+        assert_eq!(
+            (
+                call.id.as_str(),
+                call.name.as_str(),
+                call.arguments.as_str()
+            ),
+            ("call_2", "f", r#"{"city":"Paris"}"#)
+        );
+        let piece: IncomingToolCall =
+            serde_json::from_str(r#"{"index": 1, "function": {"arguments": "{\"a"}}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let piece = piece.into_delta(0);
+        assert_eq!((piece.index, piece.name, piece.id), (1, None, None));
+        assert_eq!(piece.arguments, "{\"a");
+    }
+
+    #[test]
     fn logprobs_without_bytes_use_the_token() {
         let wire: WireLogprobs = serde_json::from_str(
             r#"{"content":[{"token":"é","logprob":-0.5,"top_logprobs":[{"token":"a","logprob":-1.0,"bytes":[97]}]}]}"#,

@@ -541,6 +541,102 @@ mod tests {
         assert_eq!(r.params.top_logprobs, 2);
     }
 
+    const TOOL: &str = r#"{"type":"function","function":{"name":"get_weather","strict":true,
+        "parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}"#;
+
+    #[test]
+    fn parses_tools_and_a_tool_conversation() {
+        let body = format!(
+            r#"{{"model":"m","tools":[{TOOL}],"tool_choice":{{"type":"function","function":{{"name":"get_weather"}}}},
+            "parallel_tool_calls":false,"messages":[{{"role":"user","content":"weather?"}},
+            {{"role":"assistant","content":null,"tool_calls":[{{"id":"c1","type":"function",
+              "function":{{"name":"get_weather","arguments":"{{\"city\":\"Paris\"}}"}}}}]}},
+            {{"role":"tool","tool_call_id":"c1","content":"31 C"}}]}}"#
+        );
+        let r = parse_request(body.as_bytes())
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .request;
+        assert_eq!(r.tools.len(), 1);
+        assert_eq!(r.tools[0].name, "get_weather");
+        // The definition is kept whole, fields Tandem does not read included.
+        assert_eq!(r.tools[0].function()["strict"], json!(true));
+        assert_eq!(
+            r.tool_choice,
+            Some(ToolChoice::Function("get_weather".into()))
+        );
+        assert_eq!(r.parallel_tool_calls, Some(false));
+        assert_eq!(r.messages[1].tool_calls[0].arguments, r#"{"city":"Paris"}"#);
+        assert_eq!(r.messages[2].tool_call_id.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn bad_tools_say_what_is_wrong() {
+        let with = |extra: &str| {
+            err(&format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}]{extra}}}"#
+            ))
+        };
+        assert!(with(r#","tools":[{"type":"retrieval"}]"#).contains("type 'function'"));
+        assert!(with(r#","tools":[{"type":"function","function":{}}]"#).contains("name"));
+        assert!(
+            with(r#","tools":[{"type":"function","function":{"name":"a b"}}]"#).contains("'a b'")
+        );
+        assert!(with(&format!(r#","tools":[{TOOL},{TOOL}]"#)).contains("twice"));
+        assert!(with(r#","tool_choice":"required""#).contains("requires tools"));
+        assert!(with(r#","tool_choice":"sometimes""#).contains("sometimes"));
+        assert!(with(&format!(
+            r#","tools":[{TOOL}],"tool_choice":{{"type":"function","function":{{"name":"nope"}}}}"#
+        ))
+        .contains("'nope'"));
+        assert!(
+            err(r#"{"model":"m","messages":[{"role":"tool","content":"31 C"}]}"#)
+                .contains("tool_call_id")
+        );
+        assert!(err(
+            r#"{"model":"m","messages":[{"role":"user","content":"x","tool_calls":[{"id":"c","function":{"name":"f"}}]}]}"#
+        )
+        .contains("only assistant"));
+    }
+
+    #[test]
+    fn answers_with_calls_have_null_content_and_streamed_pieces_name_the_call_once() {
+        let response = ChatResponse {
+            model: "m".into(),
+            text: String::new(),
+            finish_reason: tandem_core::FinishReason::ToolCalls,
+            usage: Usage::default(),
+            logprobs: None,
+            tool_calls: vec![ToolCall {
+                id: "c1".into(),
+                name: "f".into(),
+                arguments: "{}".into(),
+            }],
+            trace: Trace::default(),
+        };
+        let body = completion_json("id", 0, "m", &response);
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], Value::Null);
+        assert_eq!(choice["message"]["tool_calls"][0]["function"]["name"], "f");
+        let first = tool_call_delta_json(&ToolCallDelta {
+            index: 0,
+            id: Some("c1".into()),
+            name: Some("f".into()),
+            arguments: String::new(),
+        });
+        assert_eq!(first["tool_calls"][0]["type"], "function");
+        let later = tool_call_delta_json(&ToolCallDelta {
+            index: 0,
+            id: None,
+            name: None,
+            arguments: "{}".into(),
+        });
+        assert_eq!(
+            later,
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]})
+        );
+    }
+
     #[test]
     fn bad_requests_say_what_is_wrong() {
         assert!(err("{not json").contains("not a valid chat completion request"));

@@ -1,7 +1,8 @@
 //! The audit applied to a model's stream of events: deltas go through [`StreamAudit`], its
 //! windows through the harmful-content screen, and the final event says what tripped. A tripped
 //! audit drops the model's stream (which stops the generation) and ends the answer with
-//! `finish_reason: "content_filter"`.
+//! `finish_reason: "content_filter"`. Tool calls are held until the answer ends and each call's
+//! arguments get the same checks; a call that trips is never released.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt};
 use tandem_core::{
-    ChatEvent, EventStream, FinishReason, GuardTrace, InputScreen, ModelError, Trace, Usage,
+    ChatEvent, EventStream, FinishReason, GuardTrace, InputScreen, ModelError, ToolCallAssembler,
+    ToolCallDelta, Trace, Usage,
 };
 
-use super::{Step, StreamAudit, Trip};
+use super::{audit_whole, Step, StreamAudit, Trip};
 
 /// The input screen, run on the answer: a window whose `harmful` score reaches the threshold
 /// trips the audit.
@@ -36,6 +38,7 @@ pub fn audited(
         harm,
         guard,
         queue: VecDeque::new(),
+        calls: Vec::new(),
         done: false,
         spent: Duration::ZERO,
     };
@@ -58,6 +61,8 @@ struct State {
     harm: Option<HarmScreen>,
     guard: GuardTrace,
     queue: VecDeque<Result<ChatEvent, ModelError>>,
+    /// Tool-call pieces, held until the answer ends and their arguments are audited.
+    calls: Vec<ToolCallDelta>,
     done: bool,
     /// Time spent auditing (the checks and the screen), not waiting for the model.
     spent: Duration,
@@ -77,8 +82,7 @@ impl State {
                     Err(e) => self.fail(e),
                 }
             }
-            // Tool-call arguments are not audited yet: they pass as the model wrote them.
-            Some(Ok(piece @ ChatEvent::ToolCall(_))) => self.queue.push_back(Ok(piece)),
+            Some(Ok(ChatEvent::ToolCall(piece))) => self.calls.push(piece),
             Some(Ok(ChatEvent::Done {
                 finish_reason,
                 usage,
@@ -86,7 +90,15 @@ impl State {
             })) => {
                 let start = Instant::now();
                 let step = self.audit.finish();
-                let step = self.judge(step).await;
+                let mut step = self.judge(step).await;
+                if let Ok(step) = &mut step {
+                    if step.tripped.is_none() {
+                        match self.audit_calls().await {
+                            Ok(trip) => step.tripped = trip,
+                            Err(e) => return self.fail(e),
+                        }
+                    }
+                }
                 self.spent += start.elapsed();
                 match step {
                     Ok(step) => self.release(step, Some((finish_reason, usage, trace))),
@@ -97,6 +109,29 @@ impl State {
             // The caller reports a stream that ends without its final event.
             None => self.done = true,
         }
+    }
+
+    /// Each held call's arguments through the checks the text had; the first trip, if any.
+    async fn audit_calls(&mut self) -> Result<Option<Trip>, ModelError> {
+        let mut calls = ToolCallAssembler::default();
+        for piece in &self.calls {
+            calls.push(piece.clone());
+        }
+        for call in calls.finish() {
+            let step = audit_whole(self.audit.sibling(), &call.arguments);
+            if let Some(trip) = step.tripped {
+                self.audit.trip(trip);
+                return Ok(Some(trip));
+            }
+            let judged = self.judge(Step {
+                windows: step.windows,
+                ..Step::default()
+            });
+            if let Some(trip) = judged.await?.tripped {
+                return Ok(Some(trip));
+            }
+        }
+        Ok(None)
     }
 
     /// Screen the step's windows; a harmful one trips the audit and releases nothing more.
@@ -129,13 +164,19 @@ impl State {
         Ok(step)
     }
 
-    /// Queue the step's text, and the final event when the answer ends here.
+    /// Queue the step's text, and the final event when the answer ends here (after the held
+    /// tool calls, unless the audit tripped).
     fn release(&mut self, step: Step, done: Option<(FinishReason, Usage, Trace)>) {
         if !step.text.is_empty() || !step.logprobs.is_empty() {
             self.queue.push_back(Ok(ChatEvent::Delta {
                 text: step.text,
                 logprobs: step.logprobs,
             }));
+        }
+        if done.is_some() && step.tripped.is_none() {
+            let calls = std::mem::take(&mut self.calls);
+            self.queue
+                .extend(calls.into_iter().map(|c| Ok(ChatEvent::ToolCall(c))));
         }
         let (finish_reason, usage, mut trace) = match (step.tripped, done) {
             (Some(trip), done) => {
