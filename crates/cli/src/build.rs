@@ -15,6 +15,7 @@ use tandem_engine::{
     GgufModel, LocalModel, LocalModelOptions, SafeDecodingModel, SafeDecodingOptions,
     SpeculativeModel, SpeculativeOptions, DEFAULT_SAFETY_PROMPT,
 };
+use tandem_guard::judge::{Judge, JudgedScreen};
 use tandem_guard::model::{GuardModel, GuardOptions};
 use tandem_models::ModelStore;
 use tandem_privacy::detector::{Detector, DetectorOptions};
@@ -239,8 +240,12 @@ fn build_guard(
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
     let inner = member(config, &guard.inner, built)?;
     let local = member(config, &guard.local, built)?;
-    let screen = crate::guard_screen::build_screen(config, name, guard)
+    let mut screen = crate::guard_screen::build_screen(config, name, guard)
         .with_context(|| format!("models.{name}.screen"))?;
+    if let Some(judge) = &guard.judge {
+        let judge = Judge::new(member(config, judge, built)?, guard.judge_threshold);
+        screen = Arc::new(JudgedScreen::new(screen, judge));
+    }
     let options = GuardOptions::from_config(guard, screen.default_threshold())
         .map_err(|e| anyhow::anyhow!("models.{name}.{e}"))?;
     built.moderators.insert(

@@ -24,6 +24,7 @@ use tandem_guard::screen::{GuardFile, Screen, StageOutputs};
 
 use crate::bench_output::{out_dir, percentile, round1, round3, write_outputs};
 use crate::build::{build_model, load_config};
+use crate::eval_judge::{judge_alone, replay_judged, EvalJudge};
 use crate::eval_progress::Progress;
 use crate::guard_cmd::ensure_guard_file;
 use crate::output::say;
@@ -76,6 +77,14 @@ pub struct Args {
     /// TOML config for --pipeline; without it the embedded defaults.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// A local instruct model (catalog id or path) that must confirm every flag the trained
+    /// stages raise, as a guard's `judge` does. With --compare it reads every prompt and the
+    /// options with and without it are compared.
+    #[arg(long)]
+    judge: Option<String>,
+    /// The judge's probability of "unsafe" below which it overrules a flag.
+    #[arg(long, default_value_t = tandem_core::guard_config::DEFAULT_JUDGE_THRESHOLD)]
+    judge_threshold: f64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -105,26 +114,48 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         items.len(),
         tandem_core::InputScreen::describe(&screen)
     ));
+    let judge = match &args.judge {
+        Some(model) => Some(EvalJudge::load(model, args.judge_threshold, args.threads)?),
+        None => None,
+    };
     let progress = Progress::new("screening", items.len());
     let mut verdicts = Vec::with_capacity(items.len());
     let mut stage_outputs = Vec::new();
+    let mut judge_answers = Vec::new();
     for item in &items {
         if args.compare {
             let outputs = screen.run_all(&item.text).map_err(anyhow::Error::msg)?;
             verdicts.push(screen.replay(&outputs, threshold).0);
             stage_outputs.push(outputs);
+            if let Some(judge) = &judge {
+                judge_answers.push(judge.ask(&item.text)?);
+            }
         } else {
-            verdicts.push(screen.verdict(&item.text, threshold));
+            let verdict = screen.verdict(&item.text, threshold);
+            verdicts.push(match &judge {
+                Some(judge) => judge.confirm(verdict, &item.text)?,
+                None => verdict,
+            });
         }
         progress.step(false);
     }
+    if let Some(judge) = judge.as_ref().filter(|_| args.compare) {
+        verdicts = replay_judged(&verdicts, &judge_answers, judge.threshold());
+    }
     let mut summary = score(&items, &verdicts);
-    summary["screen"] = json!(tandem_core::InputScreen::describe(&screen));
+    let describe = tandem_core::InputScreen::describe(&screen);
+    summary["screen"] = json!(match &judge {
+        Some(judge) => format!("{describe}, {}", judge.describe()),
+        None => describe,
+    });
     summary["threshold"] = json!(threshold);
     summary["threshold_curve"] = threshold_curve(&items, &verdicts);
     summary["part"] = json!(format!("{:?}", args.part).to_lowercase());
     if args.compare {
-        summary["options"] = compare(&screen, &items, &stage_outputs, threshold);
+        let judged = judge
+            .as_ref()
+            .map(|j| (judge_answers.as_slice(), j.threshold()));
+        summary["options"] = compare(&screen, &items, &stage_outputs, threshold, judged);
     }
     let mut records: Vec<Value> = items
         .iter()
@@ -268,30 +299,28 @@ fn threshold_curve(items: &[SafetyItem], verdicts: &[ScreenVerdict]) -> Value {
     Value::Array(points)
 }
 
-/// Every way of combining the stages, replayed on the same outputs.
+/// Every way of combining the stages, replayed on the same outputs; with the judge's answers,
+/// each option confirmed by it too, and the judge alone after the rules.
 fn compare(
     screen: &Screen,
     items: &[SafetyItem],
     outputs: &[StageOutputs],
     threshold: f64,
+    judged: Option<(&[(f64, f64)], f64)>,
 ) -> Value {
     let mut options = serde_json::Map::new();
     let mut add = |name: String, s: &Screen| {
         let verdicts: Vec<ScreenVerdict> =
             outputs.iter().map(|o| s.replay(o, threshold).0).collect();
-        let v = score(items, &verdicts);
-        options.insert(
-            name,
-            json!({
-                "detection_rate": v["detection_rate"],
-                "false_positive_rate": v["false_positive_rate"],
-                "detection_by_label": v["detection_by_label"],
-                "p50_ms": v["p50_ms"],
-                "p99_ms": v["p99_ms"],
-                "mean_ms": v["mean_ms"],
-                "settled_by": v["settled_by"],
-            }),
-        );
+        if let Some((answers, judge_threshold)) = judged {
+            let with_judge = replay_judged(&verdicts, answers, judge_threshold);
+            insert_option(&mut options, format!("{name}+judge"), items, &with_judge);
+            if name == "rules" {
+                let alone = judge_alone(&verdicts, answers, judge_threshold);
+                insert_option(&mut options, "rules+judge alone".into(), items, &alone);
+            }
+        }
+        insert_option(&mut options, name, items, &verdicts);
     };
     add("rules".into(), &Screen::rules_only());
     add("rules+lexical".into(), &screen.without_probe());
@@ -308,6 +337,28 @@ fn compare(
         add("configured".into(), screen);
     }
     Value::Object(options)
+}
+
+/// One option's scores under `name`.
+fn insert_option(
+    options: &mut serde_json::Map<String, Value>,
+    name: String,
+    items: &[SafetyItem],
+    verdicts: &[ScreenVerdict],
+) {
+    let v = score(items, verdicts);
+    options.insert(
+        name,
+        json!({
+            "detection_rate": v["detection_rate"],
+            "false_positive_rate": v["false_positive_rate"],
+            "detection_by_label": v["detection_by_label"],
+            "p50_ms": v["p50_ms"],
+            "p99_ms": v["p99_ms"],
+            "mean_ms": v["mean_ms"],
+            "settled_by": v["settled_by"],
+        }),
+    );
 }
 
 /// Send the harmful and jailbreak prompts through `pipeline`; an attack succeeds when the answer

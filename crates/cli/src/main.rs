@@ -10,6 +10,7 @@ mod chat;
 mod datasets;
 mod embedder;
 mod eval_cmd;
+mod eval_judge;
 mod eval_privacy;
 mod eval_progress;
 mod eval_routing;

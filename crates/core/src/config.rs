@@ -681,6 +681,9 @@ impl Config {
             .validate_fields()
             .map_err(|(field, message)| ConfigError::new(key(field), message))?;
         self.require_local(key("local"), &guard.local)?;
+        if let Some(judge) = &guard.judge {
+            self.require_local(key("judge"), judge)?;
+        }
         match self.models.get(&guard.inner) {
             Some(_) if self.strategy_cycle(&guard.inner, &mut vec![name.to_string()]) => {
                 Err(ConfigError::new(
@@ -868,6 +871,15 @@ mod tests {
             (
                 "type = \"privacy-route\"\nthreshold = 2.0\n",
                 Some(("models.p.threshold", "between 0 and 1")),
+            ),
+            ("type = \"guard\"\njudge = \"large\"\n", None),
+            (
+                "type = \"guard\"\njudge = \"cloud\"\n",
+                Some(("models.p.judge", "must be a local model")),
+            ),
+            (
+                "type = \"guard\"\njudge_threshold = 1.5\n",
+                Some(("models.p.judge_threshold", "between 0 and 1")),
             ),
         ];
         for (extra, want) in cases {

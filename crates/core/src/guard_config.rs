@@ -55,6 +55,22 @@ pub struct GuardModelConfig {
     /// `finish_reason: "content_filter"`.
     #[serde(default = "default_true")]
     pub audit: bool,
+    /// A local instruct model that must confirm every flag the trained stages raise (rules'
+    /// flags stand): asked zero-shot whether the request is unsafe, it overrules the flag when
+    /// its probability of "yes" is below `judge_threshold`. Costs a prompt pass per flagged
+    /// request; worth it where everyday traffic looks unlike the training data (README,
+    /// "Safety"). Must be `type = "local"`.
+    #[serde(default)]
+    pub judge: Option<String>,
+    #[serde(default = "default_judge_threshold")]
+    pub judge_threshold: f64,
+}
+
+/// The judge's probability of "unsafe" below which it overrules a flag.
+pub const DEFAULT_JUDGE_THRESHOLD: f64 = 0.5;
+
+fn default_judge_threshold() -> f64 {
+    DEFAULT_JUDGE_THRESHOLD
 }
 
 fn default_inner() -> String {
@@ -85,6 +101,8 @@ impl Default for GuardModelConfig {
             on_harmful: default_action(),
             on_jailbreak: default_action(),
             audit: true,
+            judge: None,
+            judge_threshold: DEFAULT_JUDGE_THRESHOLD,
         }
     }
 }
@@ -97,6 +115,9 @@ impl GuardModelConfig {
         }
         if self.threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
             return Err(("threshold", "must be between 0 and 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.judge_threshold) {
+            return Err(("judge_threshold", "must be between 0 and 1".into()));
         }
         for (field, action) in [
             ("on_harmful", &self.on_harmful),

@@ -5,6 +5,7 @@
 //! gets it, streamed or not.
 
 pub mod audit;
+pub mod judge;
 pub mod lexical;
 pub mod model;
 pub mod probe;

@@ -253,7 +253,11 @@ impl PrivacyModel {
         trace.sent_placeholders = placeholder_names(&protected.vault);
         let mut messages = vec![Message::system(GUARDIAN_REMOTE_NOTE)];
         messages.extend(protected.messages);
-        let remote_request = self.remote_request(&request, messages);
+        let mut remote_request = self.remote_request(&request, messages);
+        // The draft is advice in text; calling the client's tools is the final answer's job.
+        remote_request.tools.clear();
+        remote_request.tool_choice = None;
+        remote_request.parallel_tool_calls = None;
         audit(&trace);
         let start = Instant::now();
         let draft = self.remote.model.complete(remote_request).await;
