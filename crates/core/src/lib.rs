@@ -19,7 +19,10 @@ pub use chat::{
     TokenLogprob, Tool, ToolCall, ToolCallDelta, ToolChoice, TopLogprob, Usage,
 };
 pub use error::ModelError;
-pub use model::{collect_response, response_events, ChatModel, EventStream, Member, ModelInfo};
+pub use model::{
+    collect_response, error_stream, response_events, started, ChatModel, EventStream, Member,
+    ModelInfo,
+};
 pub use safety::{InputScreen, SafetyCategory, ScreenVerdict};
 pub use tool_calls::ToolCallAssembler;
 pub use trace::{GuardTrace, PrivacyTrace, RoutingTrace, SpeculativeTrace, Trace};

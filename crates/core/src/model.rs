@@ -57,6 +57,16 @@ pub trait ChatModel: Send + Sync {
     }
 }
 
+/// A stream whose only item is `error`: how a model that fails before answering says so.
+pub fn error_stream(error: ModelError) -> EventStream {
+    Box::pin(futures::stream::once(async move { Err(error) }))
+}
+
+/// A started stream, or the error that kept it from starting, as one stream.
+pub fn started(result: Result<EventStream, ModelError>) -> EventStream {
+    result.unwrap_or_else(error_stream)
+}
+
 /// A whole answer as the events of a stream: its text (with its logprobs), each tool call in one
 /// piece, then the end.
 pub fn response_events(response: ChatResponse) -> Vec<ChatEvent> {

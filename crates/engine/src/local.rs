@@ -177,9 +177,6 @@ impl ChatModel for LocalModel {
     }
 
     fn stream(&self, request: ChatRequest) -> EventStream {
-        match self.submit(request) {
-            Ok(stream) => stream,
-            Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
-        }
+        tandem_core::started(self.submit(request))
     }
 }

@@ -208,10 +208,7 @@ impl ChatModel for SafeDecodingModel {
     }
 
     fn stream(&self, request: ChatRequest) -> EventStream {
-        match self.submit(request) {
-            Ok(stream) => stream,
-            Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
-        }
+        tandem_core::started(self.submit(request))
     }
 }
 

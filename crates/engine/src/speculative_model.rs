@@ -128,10 +128,7 @@ impl ChatModel for SpeculativeModel {
                 self.queue.submit(job, &self.target.id())?;
                 Ok(stream)
             });
-        match submitted {
-            Ok(stream) => stream,
-            Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
-        }
+        tandem_core::started(submitted)
     }
 }
 

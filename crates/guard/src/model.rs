@@ -16,9 +16,9 @@ use futures::future::BoxFuture;
 use futures::{stream, StreamExt};
 use tandem_core::config::GuardModelConfig;
 use tandem_core::{
-    collect_response, response_events, ChatEvent, ChatModel, ChatRequest, ChatResponse,
-    EventStream, FinishReason, GuardTrace, InputScreen, Member, ModelError, ModelInfo, Role,
-    SafetyCategory, ScreenVerdict, Trace, Usage,
+    collect_response, error_stream, response_events, ChatEvent, ChatModel, ChatRequest,
+    ChatResponse, EventStream, FinishReason, GuardTrace, InputScreen, Member, ModelError,
+    ModelInfo, Role, SafetyCategory, ScreenVerdict, Trace, Usage,
 };
 use tandem_privacy::recognizers::Recognizers;
 
@@ -282,10 +282,6 @@ fn log_decision(trace: &GuardTrace) {
         screen_ms = trace.screen_ms,
         "guard decision"
     );
-}
-
-fn error_stream(error: ModelError) -> EventStream {
-    Box::pin(stream::once(async move { Err(error) }))
 }
 
 impl ChatModel for GuardModel {

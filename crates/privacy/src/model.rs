@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use futures::{stream, StreamExt};
 use tandem_core::{
-    ChatEvent, ChatModel, ChatRequest, ChatResponse, EventStream, Member, Message, ModelError,
-    ModelInfo, PrivacyTrace, Role, ToolCallDelta, Trace,
+    error_stream, ChatEvent, ChatModel, ChatRequest, ChatResponse, EventStream, Member, Message,
+    ModelError, ModelInfo, PrivacyTrace, Role, ToolCallDelta, Trace,
 };
 
 use crate::detector::Detector;
@@ -508,10 +508,6 @@ fn with_trace(
         }
         other => other,
     }
-}
-
-fn error_stream(error: ModelError) -> EventStream {
-    Box::pin(stream::once(async move { Err(error) }))
 }
 
 fn ms(start: Instant) -> f64 {
