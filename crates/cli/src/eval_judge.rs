@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use tandem_core::{Member, SafetyCategory, ScreenVerdict};
 use tandem_engine::{LocalModel, LocalModelOptions};
-use tandem_guard::judge::{confirm, Judge};
+use tandem_guard::judge::{confirm, needs_judge, Judge};
 
 /// Context for the judge's prompt: the classification prompt and a bounded window of the text.
 const JUDGE_CONTEXT: u32 = 2048;
@@ -64,20 +64,28 @@ impl EvalJudge {
         Ok((p, start.elapsed().as_secs_f64() * 1000.0))
     }
 
-    /// `verdict` confirmed by asking the judge when it is a flag a rule did not raise.
+    /// `verdict` confirmed by asking the judge when it needs the judge.
     pub fn confirm(&self, verdict: ScreenVerdict, text: &str) -> anyhow::Result<ScreenVerdict> {
-        if !verdict.flagged() || verdict.stage == "rules" {
+        if !needs_judge(&verdict) {
             return Ok(verdict);
         }
-        let (p, ms) = self.ask(text)?;
-        let mut verdict = confirm(verdict, p, self.judge.threshold);
-        verdict.ms += ms;
-        Ok(verdict)
+        let answer = self.ask(text)?;
+        Ok(judged(verdict, answer, self.judge.threshold))
     }
 }
 
-/// `verdicts` after the judge, given its answer for every prompt: the judge's time counts only
-/// where it would have been asked.
+/// `verdict` after the judge's answer (probability, ms): the judge's time counts only where it
+/// is asked.
+fn judged(verdict: ScreenVerdict, (p, ms): (f64, f64), judge_threshold: f64) -> ScreenVerdict {
+    if !needs_judge(&verdict) {
+        return verdict;
+    }
+    let mut verdict = confirm(verdict, p, judge_threshold);
+    verdict.ms += ms;
+    verdict
+}
+
+/// `verdicts` after the judge, given its answer for every prompt.
 pub fn replay_judged(
     verdicts: &[ScreenVerdict],
     answers: &[(f64, f64)],
@@ -86,14 +94,7 @@ pub fn replay_judged(
     verdicts
         .iter()
         .zip(answers)
-        .map(|(v, &(p, ms))| {
-            if !v.flagged() || v.stage == "rules" {
-                return v.clone();
-            }
-            let mut judged = confirm(v.clone(), p, judge_threshold);
-            judged.ms += ms;
-            judged
-        })
+        .map(|(v, &answer)| judged(v.clone(), answer, judge_threshold))
         .collect()
 }
 

@@ -103,9 +103,14 @@ impl JudgedScreen {
     }
 }
 
-/// A flagged verdict after the judge's probability `p`.
+/// Whether the judge is asked about `verdict`: a flag that no rule raised.
+pub fn needs_judge(verdict: &ScreenVerdict) -> bool {
+    verdict.flagged() && verdict.stage != "rules"
+}
+
+/// A verdict after the judge's probability `p` (unchanged unless [`needs_judge`]).
 pub fn confirm(mut verdict: ScreenVerdict, p: f64, judge_threshold: f64) -> ScreenVerdict {
-    if !verdict.flagged() || verdict.stage == "rules" || p >= judge_threshold {
+    if !needs_judge(&verdict) || p >= judge_threshold {
         return verdict;
     }
     verdict.category = SafetyCategory::Benign;
@@ -138,7 +143,7 @@ impl InputScreen for JudgedScreen {
         Box::pin(async move {
             let start = Instant::now();
             let verdict = inner.screen(text.clone(), threshold).await?;
-            if !verdict.flagged() || verdict.stage == "rules" {
+            if !needs_judge(&verdict) {
                 return Ok(verdict);
             }
             let p = judge
