@@ -303,9 +303,9 @@ impl PrivacyModel {
         let (mut text, mut missing) = vault.restore_report(&answer.text);
         for call in &mut answer.tool_calls {
             // A token the answer put only in a call's arguments was restored there.
-            let (_, missing_here) = vault.restore_report(&call.arguments);
+            let (arguments, missing_here) = vault.restore_tool_arguments_report(&call.arguments);
             missing.retain(|token| missing_here.contains(token));
-            call.arguments = vault.restore_tool_arguments(&call.arguments);
+            call.arguments = arguments;
         }
         if self.seek && !missing.is_empty() {
             let start = Instant::now();

@@ -119,17 +119,17 @@ pub(crate) fn restore_all(vault: &Vault, text: &str, found: &mut [bool], escape:
 /// restored and re-encoded; everything else (order, spacing, numbers) is kept byte for byte. Not
 /// valid (e.g. partial): the text is restored with each value JSON-escaped, quotes excluded, as
 /// tokens sit inside string literals.
-pub(crate) fn tool_arguments(vault: &Vault, arguments: &str) -> String {
+/// Marks in `found` the entries seen.
+pub(crate) fn tool_arguments(vault: &Vault, arguments: &str, found: &mut [bool]) -> String {
     if serde_json::from_str::<serde::de::IgnoredAny>(arguments).is_ok() {
-        if let Some(restored) = restore_json_strings(vault, arguments) {
+        if let Some(restored) = restore_json_strings(vault, arguments, found) {
             return restored;
         }
     }
-    let mut found = vec![false; vault.len()];
-    restore_all(vault, arguments, &mut found, Escape::Json)
+    restore_all(vault, arguments, found, Escape::Json)
 }
 
-fn restore_json_strings(vault: &Vault, json: &str) -> Option<String> {
+fn restore_json_strings(vault: &Vault, json: &str, found: &mut [bool]) -> Option<String> {
     let bytes = json.as_bytes();
     let mut out = String::with_capacity(json.len());
     let (mut pos, mut copied) = (0, 0);
@@ -141,7 +141,7 @@ fn restore_json_strings(vault: &Vault, json: &str) -> Option<String> {
         let end = string_end(bytes, pos)?;
         let literal = json.get(pos..=end)?;
         let decoded: String = serde_json::from_str(literal).ok()?;
-        let restored = vault.restore(&decoded);
+        let restored = restore_all(vault, &decoded, found, Escape::None);
         if restored != decoded {
             out.push_str(json.get(copied..pos)?);
             out.push_str(&serde_json::to_string(&restored).ok()?);

@@ -165,7 +165,15 @@ impl Vault {
     /// except the restored string literals (keys too); partial JSON gets the values JSON-escaped
     /// in place.
     pub fn restore_tool_arguments(&self, arguments: &str) -> String {
-        restore::tool_arguments(self, arguments)
+        self.restore_tool_arguments_report(arguments).0
+    }
+
+    /// Like [`Vault::restore_tool_arguments`], and also the tokens not found in `arguments` (as
+    /// [`Vault::restore_report`] does for text).
+    pub fn restore_tool_arguments_report(&self, arguments: &str) -> (String, Vec<String>) {
+        let mut found = vec![false; self.entries.len()];
+        let out = restore::tool_arguments(self, arguments, &mut found);
+        (out, self.missing(&found))
     }
 
     /// The private value behind an issued token (as in [`Vault::placeholders`]), for the seek
