@@ -43,6 +43,45 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// Tandem's own remote client for the served model `name`.
+    fn client(&self, name: &str) -> RemoteModel {
+        RemoteModel::with_key(
+            name,
+            &RemoteModelConfig {
+                base_url: self.base_url.clone(),
+                api_key_env: None,
+                model: name.into(),
+                timeout_secs: 60,
+                max_retries: 0,
+                context: None,
+                price: Default::default(),
+            },
+            None,
+        )
+        .unwrap()
+    }
+
+    /// Run `tests/<script> BASE_URL MODEL` with python3; it must succeed. Its stdout.
+    fn run_python(&self, script: &str, model: &str) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join(script);
+        let output = Command::new("python3")
+            .arg(script)
+            .args([&self.base_url, model])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+}
+
 fn start_server(config: &Path) -> Server {
     let mut child = Command::new(TANDEM)
         .args(["serve", "--config"])
@@ -73,20 +112,7 @@ fn serve_answers_remote_clients_and_the_openai_python_client() {
     let server = start_server(&tiny_config(dir.path()));
 
     // Tandem's own remote client, pointed at Tandem: streaming and not.
-    let client = RemoteModel::with_key(
-        "large",
-        &RemoteModelConfig {
-            base_url: server.base_url.clone(),
-            api_key_env: None,
-            model: "large".into(),
-            timeout_secs: 60,
-            max_retries: 0,
-            context: None,
-            price: Default::default(),
-        },
-        None,
-    )
-    .unwrap();
+    let client = server.client("large");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let request = ChatRequest::new(
         "large",
@@ -126,18 +152,7 @@ fn serve_answers_remote_clients_and_the_openai_python_client() {
     if !have_openai_client() {
         return;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_stream.py");
-    let output = Command::new("python3")
-        .arg(script)
-        .args([&server.base_url, "small"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = server.run_python("openai_stream.py", "small");
     let last = stdout.lines().last().unwrap();
     assert!(last.starts_with("FINISH "), "{stdout}");
     assert!(!last.contains("USAGE None"), "{stdout}");
@@ -165,20 +180,7 @@ fn slm_config(dir: &Path) -> PathBuf {
 fn serve_calls_tools_for_tandems_client_and_the_openai_python_client() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(&slm_config(dir.path()));
-    let client = RemoteModel::with_key(
-        "slm",
-        &RemoteModelConfig {
-            base_url: server.base_url.clone(),
-            api_key_env: None,
-            model: "slm".into(),
-            timeout_secs: 60,
-            max_retries: 0,
-            context: None,
-            price: Default::default(),
-        },
-        None,
-    )
-    .unwrap();
+    let client = server.client("slm");
     let mut request = ChatRequest::new(
         "slm",
         vec![Message::user(
@@ -211,18 +213,8 @@ fn serve_calls_tools_for_tandems_client_and_the_openai_python_client() {
     if !have_openai_client() {
         return;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_tools.py");
-    let output = Command::new("python3")
-        .arg(script)
-        .args([&server.base_url, "slm"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.trim_end().ends_with("OK"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = server.run_python("openai_tools.py", "slm");
+    assert!(stdout.trim_end().ends_with("OK"), "{stdout}");
 }
 
 /// Whether the openai Python package is installed (CI must have it).

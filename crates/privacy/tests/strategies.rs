@@ -100,6 +100,18 @@ fn strategy(
     )
 }
 
+/// `redact` with the rule detector and placeholders, in front of the recording echo.
+async fn placeholder_redact() -> (PrivacyModel, Recorded) {
+    let (remote, recorded) = echo_remote().await;
+    let model = strategy(
+        PrivacyMode::Redact,
+        rules_only(),
+        Replacement::Placeholder,
+        remote,
+    );
+    (model, recorded)
+}
+
 fn request(text: &str) -> ChatRequest {
     let mut request = ChatRequest::new("private", vec![Message::user(text)]);
     request.params = SamplingParams::greedy(24);
@@ -197,13 +209,7 @@ async fn redact_restores_tool_call_arguments_streamed_and_whole() {
 
 #[tokio::test]
 async fn earlier_tool_calls_and_results_are_pseudonymized_and_the_answer_restored() {
-    let (remote, recorded) = echo_remote().await;
-    let model = strategy(
-        PrivacyMode::Redact,
-        rules_only(),
-        Replacement::Placeholder,
-        remote,
-    );
+    let (model, recorded) = placeholder_redact().await;
     let result = "Refund sent to card 4454794511390933; receipt mailed to jane.doe@example.com.";
     let mut conversation = with_tool(request(TEXT));
     conversation.messages.push(Message {
@@ -244,13 +250,7 @@ async fn earlier_tool_calls_and_results_are_pseudonymized_and_the_answer_restore
 
 #[tokio::test]
 async fn the_whole_answer_path_restores_too() {
-    let (remote, recorded) = echo_remote().await;
-    let model = strategy(
-        PrivacyMode::Redact,
-        rules_only(),
-        Replacement::Placeholder,
-        remote,
-    );
+    let (model, recorded) = placeholder_redact().await;
     let answer = model.complete(request(TEXT)).await.unwrap();
     assert_eq!(answer.text, TEXT);
     assert!(!sent(&recorded).contains(VALUES[0]));
@@ -258,13 +258,7 @@ async fn the_whole_answer_path_restores_too() {
 
 #[tokio::test]
 async fn text_that_looks_like_a_placeholder_is_never_replaced_by_someone_elses_data() {
-    let (remote, recorded) = echo_remote().await;
-    let model = strategy(
-        PrivacyMode::Redact,
-        rules_only(),
-        Replacement::Placeholder,
-        remote,
-    );
+    let (model, recorded) = placeholder_redact().await;
     let text = "Template: write to [EMAIL_1] or email_1. Real one: jane.doe@example.com";
     let answer = collect_response("private", model.stream(request(text)))
         .await
