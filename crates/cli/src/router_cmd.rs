@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use tandem_core::router::{LogisticRouter, TrainOptions};
-use tandem_core::routing::{quality_curve, random_apgr, score_curve, Outcome};
+use tandem_core::routing::{apgr_interval, quality_curve, random_apgr, score_curve, Outcome};
 
 use crate::bench_output::{out_dir, round3, share, write_outputs};
 use crate::datasets::{read_outcomes, read_routing_records, OutcomeRow};
@@ -159,11 +159,13 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let curve = quality_curve(&scores, &items);
     let s = score_curve(&curve);
     let random = random_apgr(&items, 200, 42);
+    let ci = apgr_interval(&scores, &items, 1000, 42);
     // The baseline a trained router must beat besides random: longer prompts go large first.
     let lengths: Vec<f64> = rows.iter().map(|r| r.prompt.len() as f64).collect();
     let by_length = score_curve(&quality_curve(&lengths, &items));
     let summary = json!({
         "apgr": round3(s.apgr),
+        "apgr_ci95": ci.map(|(lo, hi)| [round3(lo), round3(hi)]),
         "cpt50": s.cpt50.map(round3),
         "cpt80": s.cpt80.map(round3),
         "random_apgr": round3(random),
@@ -194,8 +196,10 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let report = format!(
         "Quality as the share sent to the large model grows, highest router scores first \
          (the dashed line is a random router):\n\n![quality vs large-model share](curve.svg)\n\n\
-         - APGR {:.3} (random {:.3}, longest prompts first {:.3}), CPT(50%) {}, CPT(80%) {}\n",
+         - APGR {:.3} (95% bootstrap interval {}; random {:.3}, longest prompts first {:.3}), \
+         CPT(50%) {}, CPT(80%) {}\n",
         s.apgr,
+        ci.map_or("–".into(), |(lo, hi)| format!("{lo:.2}–{hi:.2}")),
         random,
         by_length.apgr,
         share(s.cpt50),

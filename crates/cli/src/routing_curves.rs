@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 use tandem_core::config::Price;
 use tandem_core::router::{LogisticRouter, TrainOptions};
-use tandem_core::routing::{quality_curve, random_apgr, score_curve, Outcome, RouterScore};
+use tandem_core::routing::{
+    apgr_interval, quality_curve, random_apgr, score_curve, Outcome, RouterScore,
+};
 use tandem_strategy::checks::{agreement, Check};
 
 use crate::bench_output::{out_dir, percentile, round1, round3, share, write_outputs};
@@ -64,6 +66,9 @@ struct StrategyResult {
     name: String,
     curve: Vec<(f64, f64)>,
     score: RouterScore,
+    /// 95% bootstrap interval of the APGR (ranking strategies; cascade routing's curve comes
+    /// from choices made per fold, which a resample would have to redo).
+    apgr_ci95: Option<(f64, f64)>,
     /// Per-item latency at the operating point (the share that closes half the gap).
     latencies: Vec<f64>,
     share_at_op: f64,
@@ -73,6 +78,8 @@ struct StrategyResult {
 
 /// Shares of budget tried by cascade routing.
 const BUDGET_STEPS: usize = 20;
+/// Bootstrap resamples behind each APGR interval.
+const RESAMPLES: u32 = 1000;
 
 pub fn report(
     items: &[ItemSignals],
@@ -136,6 +143,7 @@ pub fn report(
                 r.name.clone(),
                 json!({
                     "apgr": round3(r.score.apgr),
+                    "apgr_ci95": r.apgr_ci95.map(|(lo, hi)| [round3(lo), round3(hi)]),
                     "cpt50": r.score.cpt50.map(round3),
                     "cpt80": r.score.cpt80.map(round3),
                     "llm_share_at_op": round3(r.share_at_op),
@@ -197,13 +205,15 @@ pub fn report(
         quality_vs_share_svg(&series, small_only.small_quality, small_only.large_quality),
     )?;
     let mut table = String::from(
-        "| strategy | APGR | CPT(50%) | CPT(80%) | LLM share at op. | p50 ms | p95 ms |\n|---|---|---|---|---|---|---|\n",
+        "| strategy | APGR | APGR 95% CI | CPT(50%) | CPT(80%) | LLM share at op. | p50 ms | p95 ms |\n|---|---|---|---|---|---|---|---|\n",
     );
     for r in &results {
         table.push_str(&format!(
-            "| {} | {:.3} | {} | {} | {:.1}% | {:.0} | {:.0} |\n",
+            "| {} | {:.3} | {} | {} | {} | {:.1}% | {:.0} | {:.0} |\n",
             r.name,
             r.score.apgr,
+            r.apgr_ci95
+                .map_or("–".into(), |(lo, hi)| format!("{lo:.2}–{hi:.2}")),
             share(r.score.cpt50),
             share(r.score.cpt80),
             100.0 * r.share_at_op,
@@ -217,7 +227,8 @@ pub fn report(
          ![quality vs large-model share](curve.svg)\n\n{table}\n\
          The operating point (op.) is the smallest LLM share that closes half the small→large gap \
          (CPT(50%)), or half the items when a strategy never does; latency is per request there, \
-         with the check's own cost.\n",
+         with the check's own cost. The APGR interval is a 95% bootstrap over the items: two \
+         strategies whose intervals overlap widely are not told apart by this data.\n",
         items.len(),
         small_only.small_quality,
         small_only.large_quality,
@@ -259,6 +270,7 @@ fn scored(
 ) -> StrategyResult {
     let curve = quality_curve(scores, outcomes);
     let score = score_curve(&curve);
+    let apgr_ci95 = apgr_interval(scores, outcomes, RESAMPLES, 42);
     let share_at_op = score.cpt50.unwrap_or(0.5);
     let count = share_at_op * items.len() as f64;
     let neg: Vec<f64> = scores.iter().map(|s| -s).collect();
@@ -272,6 +284,7 @@ fn scored(
         name,
         curve,
         score,
+        apgr_ci95,
         latencies,
         share_at_op,
         settings: None,
@@ -418,6 +431,7 @@ fn cascade_routing(
         name: "cascade-routing".into(),
         curve,
         score,
+        apgr_ci95: None,
         latencies,
         share_at_op: points[op].0,
         settings: Some(settings),

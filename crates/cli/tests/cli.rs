@@ -472,6 +472,15 @@ fn router_trains_on_outcomes_and_is_scored_on_others() {
     // sweep (APGR 0.25 + 0.5 = 0.75, the most these items allow; random is 0.5).
     assert!(summary["apgr"].as_f64().unwrap() > 0.74, "{summary}");
     assert!(summary["cpt50"].as_f64().unwrap() <= 0.26, "{summary}");
+    // The bootstrap interval brackets the measured APGR.
+    let ci: Vec<f64> = summary["apgr_ci95"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let apgr = summary["apgr"].as_f64().unwrap();
+    assert!(ci[0] <= apgr && apgr <= ci[1] && ci[0] < ci[1], "{summary}");
     assert!(out.join("curve.svg").exists());
     // A router file that is not one is a clear error.
     std::fs::write(&router, "{}").unwrap();

@@ -237,6 +237,8 @@ fn eval_routing_reports_every_strategy_and_calibrate_reads_its_records() {
             s["apgr"].is_number() && s.get("cpt50").is_some() && s.get("cpt80").is_some(),
             "{name}: {s}"
         );
+        // Each ranking strategy carries its bootstrap interval (null when the items leave no gap).
+        assert!(s.get("apgr_ci95").is_some(), "{name}: {s}");
         assert!(s["p50_ms"].as_f64().unwrap() > 0.0, "{name}: {s}");
     }
     let records = lines(&out.join("records.jsonl"));

@@ -91,24 +91,68 @@ pub fn score_curve(curve: &[(f64, f64)]) -> RouterScore {
     }
 }
 
+/// A seeded linear congruential generator: reproducible shuffles and resamples without a
+/// dependency.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 11
+    }
+}
+
 /// The mean APGR of `rounds` random routers (seeded shuffles): about 0.5 by construction, but
 /// measured on the same items, as RouteLLM reports it.
 pub fn random_apgr(outcomes: &[Outcome], rounds: u32, seed: u64) -> f64 {
-    let mut state = seed;
+    let mut rng = Lcg(seed);
     let mut total = 0.0;
     for _ in 0..rounds.max(1) {
-        let scores: Vec<f64> = outcomes
-            .iter()
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                (state >> 11) as f64
-            })
-            .collect();
+        let scores: Vec<f64> = outcomes.iter().map(|_| rng.next() as f64).collect();
         total += score_curve(&quality_curve(&scores, outcomes)).apgr;
     }
     total / f64::from(rounds.max(1))
+}
+
+/// A 95% bootstrap interval of a router's APGR: the items resampled with replacement
+/// `resamples` times (seeded), the 2.5th and 97.5th percentiles of the APGRs. Resamples in which
+/// neither model beats the other are skipped (APGR is undefined there); `None` when too few are
+/// left. On a few hundred items the interval is wide, and it says how far two strategies' APGRs
+/// can be trusted apart.
+pub fn apgr_interval(
+    scores: &[f64],
+    outcomes: &[Outcome],
+    resamples: u32,
+    seed: u64,
+) -> Option<(f64, f64)> {
+    let n = scores.len().min(outcomes.len());
+    if n == 0 {
+        return None;
+    }
+    let mut rng = Lcg(seed);
+    let mut apgrs = Vec::with_capacity(resamples as usize);
+    for _ in 0..resamples {
+        let picks: Vec<usize> = (0..n).map(|_| (rng.next() % n as u64) as usize).collect();
+        let gap: i64 = picks
+            .iter()
+            .map(|&i| i64::from(outcomes[i].large) - i64::from(outcomes[i].small))
+            .sum();
+        if gap == 0 {
+            continue;
+        }
+        let s: Vec<f64> = picks.iter().map(|&i| scores[i]).collect();
+        let o: Vec<Outcome> = picks.iter().map(|&i| outcomes[i]).collect();
+        apgrs.push(score_curve(&quality_curve(&s, &o)).apgr);
+    }
+    if apgrs.len() < 20 {
+        return None;
+    }
+    apgrs.sort_by(f64::total_cmp);
+    let at = |q: f64| apgrs[((apgrs.len() - 1) as f64 * q).round() as usize];
+    Some((at(0.025), at(0.975)))
 }
 
 #[cfg(test)]
@@ -167,5 +211,49 @@ mod tests {
         // Two tiers: the upper tier's mean gain comes first, spread evenly over its items.
         let curve = quality_curve(&[1.0, 1.0, 0.0, 0.0], &items);
         assert!((curve[1].1 - 0.375).abs() < 1e-12, "{curve:?}");
+    }
+
+    #[test]
+    fn the_bootstrap_interval_holds_the_apgr_and_narrows_with_more_items() {
+        // A router that is right more often than not: the large model's wins score high.
+        let make = |copies: usize| {
+            let mut scores = Vec::new();
+            let mut outs = Vec::new();
+            for c in 0..copies {
+                for (k, &(small, large, score)) in [
+                    (false, true, 0.9),
+                    (false, true, 0.3),
+                    (true, false, 0.2),
+                    (true, true, 0.5),
+                    (false, false, 0.6),
+                ]
+                .iter()
+                .enumerate()
+                {
+                    scores.push(score + (c * 5 + k) as f64 * 1e-6);
+                    outs.push(Outcome { small, large });
+                }
+            }
+            (scores, outs)
+        };
+        let (s, o) = make(8);
+        let apgr = score_curve(&quality_curve(&s, &o)).apgr;
+        let (lo, hi) = apgr_interval(&s, &o, 400, 7).unwrap_or((f64::NAN, f64::NAN));
+        assert!(lo < apgr && apgr < hi, "{lo} < {apgr} < {hi}");
+        let (s, o) = make(64);
+        let (lo_many, hi_many) = apgr_interval(&s, &o, 400, 7).unwrap_or((f64::NAN, f64::NAN));
+        assert!(
+            hi_many - lo_many < hi - lo,
+            "{lo_many}..{hi_many} vs {lo}..{hi}"
+        );
+        // No gap to close: no interval.
+        let same = vec![
+            Outcome {
+                small: true,
+                large: true
+            };
+            10
+        ];
+        assert_eq!(apgr_interval(&[0.0; 10], &same, 100, 1), None);
     }
 }
