@@ -83,3 +83,8 @@ pub fn percentile(values: &[f64], q: f64) -> f64 {
 pub fn share(x: Option<f64>) -> String {
     x.map_or_else(|| "never".to_string(), |v| format!("{:.1}%", 100.0 * v))
 }
+
+/// An interval as "lo–hi", or "–" when there is none.
+pub fn interval(x: Option<(f64, f64)>) -> String {
+    x.map_or_else(|| "–".to_string(), |(lo, hi)| format!("{lo:.2}–{hi:.2}"))
+}

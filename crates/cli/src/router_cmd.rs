@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use tandem_core::router::{LogisticRouter, TrainOptions};
-use tandem_core::routing::{apgr_interval, quality_curve, random_apgr, score_curve, Outcome};
+use tandem_core::routing::{
+    apgr_interval, quality_curve, random_apgr, score_curve, Outcome, BOOTSTRAP_RESAMPLES,
+};
 
-use crate::bench_output::{out_dir, round3, share, write_outputs};
+use crate::bench_output::{interval, out_dir, round3, share, write_outputs};
 use crate::datasets::{read_outcomes, read_routing_records, OutcomeRow};
 use crate::embedder::Embedder;
 use crate::output::say;
@@ -159,7 +161,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let curve = quality_curve(&scores, &items);
     let s = score_curve(&curve);
     let random = random_apgr(&items, 200, 42);
-    let ci = apgr_interval(&scores, &items, 1000, 42);
+    let ci = apgr_interval(&scores, &items, BOOTSTRAP_RESAMPLES, 42);
     // The baseline a trained router must beat besides random: longer prompts go large first.
     let lengths: Vec<f64> = rows.iter().map(|r| r.prompt.len() as f64).collect();
     let by_length = score_curve(&quality_curve(&lengths, &items));
@@ -199,7 +201,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
          - APGR {:.3} (95% bootstrap interval {}; random {:.3}, longest prompts first {:.3}), \
          CPT(50%) {}, CPT(80%) {}\n",
         s.apgr,
-        ci.map_or("–".into(), |(lo, hi)| format!("{lo:.2}–{hi:.2}")),
+        interval(ci),
         random,
         by_length.apgr,
         share(s.cpt50),

@@ -14,10 +14,11 @@ use tandem_core::config::Price;
 use tandem_core::router::{LogisticRouter, TrainOptions};
 use tandem_core::routing::{
     apgr_interval, quality_curve, random_apgr, score_curve, Outcome, RouterScore,
+    BOOTSTRAP_RESAMPLES,
 };
 use tandem_strategy::checks::{agreement, Check};
 
-use crate::bench_output::{out_dir, percentile, round1, round3, share, write_outputs};
+use crate::bench_output::{interval, out_dir, percentile, round1, round3, share, write_outputs};
 use crate::gen_cache::Generation;
 use crate::output::say;
 use crate::plot::{quality_vs_share_svg, Series};
@@ -78,8 +79,6 @@ struct StrategyResult {
 
 /// Shares of budget tried by cascade routing.
 const BUDGET_STEPS: usize = 20;
-/// Bootstrap resamples behind each APGR interval.
-const RESAMPLES: u32 = 1000;
 
 pub fn report(
     items: &[ItemSignals],
@@ -212,8 +211,7 @@ pub fn report(
             "| {} | {:.3} | {} | {} | {} | {:.1}% | {:.0} | {:.0} |\n",
             r.name,
             r.score.apgr,
-            r.apgr_ci95
-                .map_or("–".into(), |(lo, hi)| format!("{lo:.2}–{hi:.2}")),
+            interval(r.apgr_ci95),
             share(r.score.cpt50),
             share(r.score.cpt80),
             100.0 * r.share_at_op,
@@ -270,7 +268,7 @@ fn scored(
 ) -> StrategyResult {
     let curve = quality_curve(scores, outcomes);
     let score = score_curve(&curve);
-    let apgr_ci95 = apgr_interval(scores, outcomes, RESAMPLES, 42);
+    let apgr_ci95 = apgr_interval(scores, outcomes, BOOTSTRAP_RESAMPLES, 42);
     let share_at_op = score.cpt50.unwrap_or(0.5);
     let count = share_at_op * items.len() as f64;
     let neg: Vec<f64> = scores.iter().map(|s| -s).collect();

@@ -117,6 +117,9 @@ pub fn random_apgr(outcomes: &[Outcome], rounds: u32, seed: u64) -> f64 {
     total / f64::from(rounds.max(1))
 }
 
+/// Resamples behind the APGR intervals the evals report.
+pub const BOOTSTRAP_RESAMPLES: u32 = 1000;
+
 /// A 95% bootstrap interval of a router's APGR: the items resampled with replacement
 /// `resamples` times (seeded), the 2.5th and 97.5th percentiles of the APGRs. Resamples in which
 /// neither model beats the other are skipped (APGR is undefined there); `None` when too few are
